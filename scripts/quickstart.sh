@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set everything up, then run the whole pipeline on the default (quick) budget.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# shellcheck disable=SC1091
+source .venv/bin/activate
+# Use the offline mirror of the public data sets when it sits beside the checkout.
+if [ -z "${CNNLAB_DATA_MIRROR:-}" ] && [ -d ../shared/datasets ]; then
+  CNNLAB_DATA_MIRROR="$(cd ../shared/datasets && pwd)"
+  export CNNLAB_DATA_MIRROR
+fi
+cnnlab check
+dvc repro
+dvc metrics show
+echo "Runs are in MLflow: open them with 'source .venv/bin/activate && cnnlab ui' (http://127.0.0.1:5000)"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install everything cnnlab needs: Debian's Fashion-MNIST (where apt-get is available),
+# a virtual environment in .venv with the pinned packages, and cnnlab itself (editable).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; else sudo="none"; fi
+  if [ "$sudo" != none ]; then
+    echo "setup: installing Debian's dataset-fashion-mnist"
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  fi
+fi
+[ -d /usr/share/datasets/fashion-mnist ] ||
+  echo "setup: dataset-fashion-mnist is not installed; the download stage will fetch Fashion-MNIST online"
+
+python=${PYTHON:-python3}
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+  { echo "setup: Python 3.11 or newer is needed (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+echo "setup: installing the pinned Python packages into .venv (requirements.lock)"
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -r requirements.lock
+.venv/bin/python -m pip install -q --no-deps -e .
+echo "setup: done (activate with: source .venv/bin/activate)"

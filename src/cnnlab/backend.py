@@ -1,0 +1,72 @@
+"""Everything that depends on the Keras backend in use.
+
+This is the one module allowed to import TensorFlow (`tf.*`): the rest of the
+library speaks `keras` and `keras.ops`, so the same stages run under
+`KERAS_BACKEND=jax` on a machine without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+import keras
+import numpy as np
+
+
+def name() -> str:
+    return keras.backend.backend()
+
+
+def tensorflow_installed() -> bool:
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def device() -> str:
+    """'gpu:<model>' when the backend computes on a GPU, else 'cpu'."""
+    backend = name()
+    if backend == "jax":
+        import jax
+
+        first = jax.devices()[0]
+        return f"gpu:{first.device_kind}" if first.platform == "gpu" else "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return f"gpu:{gpus[0].name}" if gpus else "cpu"
+    if backend == "torch":
+        import torch
+
+        return f"gpu:{torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"
+    return "cpu"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and the backend; make TensorFlow's kernels deterministic."""
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    keras.utils.set_random_seed(seed)
+    if name() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def augmented_tf_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, augmenter: keras.Sequential, seed: int) -> Any:
+    """Shuffled, batched, augmented training batches in a tf.data pipeline on CPU threads.
+
+    Keras preprocessing layers run inside tf.data under any backend.
+    """
+    import tensorflow as tf
+
+    def augment(images: Any, labels: Any) -> tuple[Any, Any]:
+        return augmenter(tf.cast(images, "float32"), training=True), labels
+
+    return (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )

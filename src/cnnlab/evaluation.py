@@ -1,0 +1,54 @@
+"""Test-set evaluation: loss, accuracy, per-class precision / recall / F1, confusion matrix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+from sklearn.metrics import classification_report, confusion_matrix
+
+from cnnlab.training import encode_labels
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    accuracy: float
+    predicted: np.ndarray
+    confusion: np.ndarray
+    per_class: dict[str, dict[str, float]]
+
+    def metrics(self) -> dict[str, Any]:
+        """The flat numbers for `dvc metrics show` and MLflow."""
+        macro = {k: self.per_class["macro avg"][k] for k in ("precision", "recall", "f1-score")}
+        return {
+            "test_loss": self.loss,
+            "test_accuracy": self.accuracy,
+            **{f"test_macro_{k.replace('-score', '')}": v for k, v in macro.items()},
+        }
+
+
+def predict_classes(model: keras.Model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    probabilities = model.predict(images.astype("float32"), batch_size=batch_size, verbose=0)
+    if probabilities.shape[-1] == 1:  # one sigmoid unit
+        return (probabilities[:, 0] > 0.5).astype(np.int64)
+    return probabilities.argmax(axis=-1).astype(np.int64)
+
+
+def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray, classes: list[str], loss: str) -> Evaluation:
+    scores = model.evaluate(
+        images.astype("float32"), encode_labels(labels, loss, len(classes)), batch_size=512, verbose=0, return_dict=True
+    )
+    predicted = predict_classes(model, images)
+    report = classification_report(
+        labels, predicted, labels=range(len(classes)), target_names=classes, output_dict=True, zero_division=0
+    )
+    return Evaluation(
+        loss=float(scores["loss"]),
+        accuracy=float(scores["accuracy"]),
+        predicted=predicted,
+        confusion=confusion_matrix(labels, predicted, labels=range(len(classes))),
+        per_class={k: v for k, v in report.items() if isinstance(v, dict)},
+    )

@@ -1,0 +1,65 @@
+"""Atomic file output and content hashing.
+
+Every output is written beside its target and renamed into place, so a stage
+that fails or is interrupted leaves the previous result untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; on success it replaces `target` in one rename."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        tmp_path.chmod(0o644)  # mkstemp makes 0600; outputs are ordinary readable files
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_with(target: Path | str, writer: Callable[[Path], Any]) -> Path:
+    """Run `writer(tmp_path)` and move the result onto `target` atomically."""
+    with atomic_path(target) as tmp:
+        writer(tmp)
+    return Path(target)
+
+
+def write_text(target: Path | str, text: str) -> Path:
+    return write_with(target, lambda p: p.write_text(text))
+
+
+def write_json(target: Path | str, data: Any) -> Path:
+    return write_text(target, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def copy_file(source: Path, target: Path) -> Path:
+    return write_with(target, lambda p: shutil.copyfile(source, p))
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def combined_hash(parts: Iterable[str]) -> str:
+    """One short digest for several digests (order-independent)."""
+    return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]

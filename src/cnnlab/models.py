@@ -1,0 +1,180 @@
+"""The model zoo: the seed documents' networks, built from a name and options in params.
+
+Every model takes raw pixel values (0..255) and scales them itself, so a saved
+model classifies images as they come; the scaling layer has no weights and the
+parameter counts stay those of the seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import keras
+from keras import layers
+
+Builder = Callable[..., keras.Model]
+MODELS: dict[str, Builder] = {}
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    def add(builder: Builder) -> Builder:
+        MODELS[name] = builder
+        return builder
+
+    return add
+
+
+def _head(num_classes: int) -> layers.Layer:
+    # Binary problems use one sigmoid unit, multi-class a softmax (as the seeds teach).
+    return (
+        layers.Dense(1, activation="sigmoid") if num_classes == 2 else layers.Dense(num_classes, activation="softmax")
+    )
+
+
+def _sequential(name: str, input_shape: Sequence[int], body: list[layers.Layer]) -> keras.Model:
+    return keras.Sequential([keras.Input(shape=tuple(input_shape)), layers.Rescaling(1 / 255), *body], name=name)
+
+
+@register("F0")
+def dense_baseline(input_shape: Sequence[int], num_classes: int, units: Sequence[int] = (128,)) -> keras.Model:
+    """Flatten → Dense stack → softmax (the seeds' fully connected baseline)."""
+    body = [layers.Flatten(), *(layers.Dense(u, activation="relu") for u in units), _head(num_classes)]
+    return _sequential("F0", input_shape, body)
+
+
+MODELS["M0"] = dense_baseline
+
+
+@register("F1")
+def fashion_cnn(input_shape: Sequence[int], num_classes: int) -> keras.Model:
+    """Seed 000's fashion_mnist_cnn: three same-padded conv/pool blocks (16, 32, 64) and Dense(64)."""
+    body: list[layers.Layer] = []
+    for filters in (16, 32, 64):
+        body += [
+            layers.Conv2D(filters, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(2, 2, padding="same"),
+        ]
+    body += [layers.Flatten(), layers.Dense(64, activation="relu"), _head(num_classes)]
+    return _sequential("F1", input_shape, body)
+
+
+@register("F2")
+def hongong_cnn(input_shape: Sequence[int], num_classes: int, dropout: float = 0.4) -> keras.Model:
+    """Seed 003: conv 32/64 (same) with pooling, Dense(100), Dropout(0.4)."""
+    body = [
+        layers.Conv2D(32, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(64, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Flatten(),
+        layers.Dense(100, activation="relu"),
+        layers.Dropout(dropout),
+        _head(num_classes),
+    ]
+    return _sequential("F2", input_shape, body)
+
+
+@register("M1")
+def chollet_mnist(input_shape: Sequence[int], num_classes: int) -> keras.Model:
+    """Chollet ch. 5.1: conv 32/64/64 (valid) with two poolings, Dense(64)."""
+    body = [
+        layers.Conv2D(32, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(64, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(64, 3, activation="relu"),
+        layers.Flatten(),
+        layers.Dense(64, activation="relu"),
+        _head(num_classes),
+    ]
+    return _sequential("M1", input_shape, body)
+
+
+@register("M2")
+def keras_mnist_cnn(input_shape: Sequence[int], num_classes: int) -> keras.Model:
+    """The keras.io mnist_cnn (seed 004 prog. 6-2); F3 runs it on Fashion-MNIST."""
+    body = [
+        layers.Conv2D(32, 3, activation="relu"),
+        layers.Conv2D(64, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Dropout(0.25),
+        layers.Flatten(),
+        layers.Dense(128, activation="relu"),
+        layers.Dropout(0.5),
+        _head(num_classes),
+    ]
+    return _sequential("M2", input_shape, body)
+
+
+@register("M3")
+def lenet5_book(input_shape: Sequence[int], num_classes: int) -> keras.Model:
+    """'LeNet-5' as seed 004 codes it: same padding, ReLU, max pooling."""
+    body = [
+        layers.Conv2D(6, 5, padding="same", activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(16, 5, padding="same", activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(120, 5, padding="same", activation="relu"),
+        layers.Flatten(),
+        layers.Dense(84, activation="relu"),
+        _head(num_classes),
+    ]
+    return _sequential("M3", input_shape, body)
+
+
+@register("M4")
+def lenet5_classic(input_shape: Sequence[int], num_classes: int) -> keras.Model:
+    """Classic LeNet-5 on 32x32 input with valid padding (28x28 images are zero-padded to 32x32)."""
+    pad = [layers.ZeroPadding2D((32 - input_shape[0]) // 2)] if input_shape[0] < 32 else []
+    body = [
+        *pad,
+        layers.Conv2D(6, 5, activation="tanh"),
+        layers.AveragePooling2D(2),
+        layers.Conv2D(16, 5, activation="tanh"),
+        layers.AveragePooling2D(2),
+        layers.Conv2D(120, 5, activation="tanh"),
+        layers.Flatten(),
+        layers.Dense(84, activation="tanh"),
+        _head(num_classes),
+    ]
+    return _sequential("M4", input_shape, body)
+
+
+@register("C1")
+def cifar_cnn(
+    input_shape: Sequence[int],
+    num_classes: int,
+    dropout: Sequence[float] = (0.25, 0.25, 0.5),
+    output_l2: float = 0.0,
+) -> keras.Model:
+    """Seed 004 prog. 6-4a: two conv pairs (32, 64), Dense(512); dropout rates and output L2 as options."""
+    body: list[layers.Layer] = []
+    for filters, rate in zip((32, 64), dropout[:2], strict=True):
+        body += [layers.Conv2D(filters, 3, activation="relu"), layers.Conv2D(filters, 3, activation="relu")]
+        body += [layers.MaxPooling2D(2)] + ([layers.Dropout(rate)] if rate else [])
+    body += [layers.Flatten(), layers.Dense(512, activation="relu")]
+    body += [layers.Dropout(dropout[2])] if dropout[2] else []
+    regularizer = keras.regularizers.L2(output_l2) if output_l2 else None
+    body += [layers.Dense(num_classes, activation="softmax", kernel_regularizer=regularizer)]
+    return _sequential("C1", input_shape, body)
+
+
+@register("D1")
+def cats_dogs_cnn(input_shape: Sequence[int], num_classes: int, dropout: float = 0.0) -> keras.Model:
+    """Chollet's small convnet for 150x150 cats vs dogs (D2 adds dropout before the dense layers)."""
+    body: list[layers.Layer] = []
+    for filters in (32, 64, 128, 128):
+        body += [layers.Conv2D(filters, 3, activation="relu"), layers.MaxPooling2D(2)]
+    body += [layers.Flatten()] + ([layers.Dropout(dropout)] if dropout else [])
+    body += [layers.Dense(512, activation="relu"), _head(num_classes)]
+    return _sequential("D1", input_shape, body)
+
+
+def build_model(name: str, input_shape: Sequence[int], num_classes: int, **options: object) -> keras.Model:
+    """Build a zoo model by name; unknown names or options fail with the allowed values."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(sorted(MODELS))}")
+    try:
+        return MODELS[name](input_shape, num_classes, **options)
+    except TypeError as exc:
+        raise ValueError(f"model {name!r} does not take these options {sorted(options)}: {exc}") from None

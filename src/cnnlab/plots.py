@@ -1,0 +1,56 @@
+"""Figures people would rather look at than read: curves, confusion matrices, image grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and CI
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import ConfusionMatrixDisplay
+
+from cnnlab.files import write_with
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
+    plt.close(fig)
+    return path
+
+
+def training_curves(history: dict[str, list[float]], title: str, path: Path) -> Path:
+    """Accuracy and loss per epoch, training against validation (the seeds' History plots)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
+        for key, style in ((metric, "o-"), (f"val_{metric}", "s--")):
+            if key in history:
+                epochs = range(1, len(history[key]) + 1)
+                ax.plot(epochs, history[key], style, label="validation" if key.startswith("val_") else "training")
+        ax.set(title=f"{title}: {metric}", xlabel="epoch", ylabel=metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save(fig, path)
+
+
+def confusion_matrix_png(confusion: np.ndarray, classes: list[str], title: str, path: Path) -> Path:
+    size = max(6, len(classes) * 0.8)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay(confusion, display_labels=classes).plot(ax=ax, xticks_rotation=45, colorbar=False)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def image_grid(images: np.ndarray, captions: list[str], title: str, path: Path, columns: int = 6) -> Path:
+    """Images in a grid with a caption under each (e.g. 'true → predicted')."""
+    count = max(1, len(images))
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.8, rows * 2.0), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions, strict=False):
+        ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None)
+        ax.set_title(caption, fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)

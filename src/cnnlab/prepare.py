@@ -1,0 +1,88 @@
+"""Turn a data set's raw files into uint8 train / val / test arrays and a description of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnlab import loaders
+from cnnlab.config import CustomDataset
+from cnnlab.datasets import DATASETS
+from cnnlab.files import sha256_file, write_with
+from cnnlab.splits import stratified_split
+
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass
+class Prepared:
+    splits: dict[str, Arrays]
+    classes: list[str]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def read_raw(dataset: str, raw_dir: Path, fmt: str, custom: CustomDataset | None = None) -> Prepared:
+    """Read the raw files of `dataset` (in format `fmt`) into train/test (and val if shipped) arrays."""
+    if custom is not None:
+        result = loaders.load_image_folder(raw_dir, custom.image_size, custom.channels, resize=True)
+        return Prepared(result.splits, result.classes, result.skipped)
+    spec = DATASETS[dataset]
+    classes = list(spec.classes)
+    if fmt == "idx-gz":
+        return Prepared(loaders.load_idx_folder(raw_dir), classes)
+    if fmt == "mnist-npz":
+        return Prepared(loaders.load_mnist_npz(raw_dir / "mnist.npz"), classes)
+    if fmt == "cifar-python":
+        return Prepared(loaders.load_cifar_python(raw_dir / "cifar-10-python.tar.gz"), classes)
+    if fmt == "image-zip":
+        (archive,) = [raw_dir / n for lay in spec.layouts if lay.format == fmt for n in lay.files]
+        height, width, channels = spec.image_shape
+        result = loaders.load_image_folder(archive, (height, width), channels, resize=spec.has_validation_split)
+        if result.classes != classes:
+            raise loaders.DataFormatError(f"{archive}: class folders {result.classes} differ from {classes}")
+        return Prepared(result.splits, classes, result.skipped)
+    raise loaders.DataFormatError(f"{dataset}: no reader for format {fmt!r}")
+
+
+def with_validation(prepared: Prepared, validation: float | str, seed: int) -> Prepared:
+    """Hold out a stratified, seeded validation split unless the data ships one or the test set serves."""
+    splits = dict(prepared.splits)
+    if "val" not in splits and validation != "test":
+        x, y = splits["train"]
+        kept, held = stratified_split(y, float(validation), seed)
+        splits["train"], splits["val"] = (x[kept], y[kept]), (x[held], y[held])
+    return Prepared(splits, prepared.classes, prepared.skipped)
+
+
+def save_split(path: Path, arrays: Arrays) -> str:
+    x, y = arrays
+    write_with(path, lambda tmp: np.savez_compressed(tmp, x=x.astype(np.uint8), y=y.astype(np.int64)))
+    return sha256_file(path)
+
+
+def load_split(path: Path) -> Arrays:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the preprocess stage first (`dvc repro preprocess`)")
+    with np.load(path) as f:
+        return f["x"], f["y"]
+
+
+def describe(prepared: Prepared, dataset: str, validation: float | str, seed: int) -> dict[str, Any]:
+    """The JSON that travels with the arrays: class names, shapes, counts and what was skipped."""
+    any_split = next(iter(prepared.splits.values()))[0]
+    return {
+        "dataset": dataset,
+        "classes": prepared.classes,
+        "image_shape": list(any_split.shape[1:]),
+        "counts": {s: len(y) for s, (_, y) in prepared.splits.items()},
+        "class_counts": {
+            s: np.bincount(y, minlength=len(prepared.classes)).tolist() for s, (_, y) in prepared.splits.items()
+        },
+        "validation": "test" if "val" not in prepared.splits else validation,
+        "seed": seed,
+        "skipped_count": len(prepared.skipped),
+        "skipped": prepared.skipped,
+    }

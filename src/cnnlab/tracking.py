@@ -1,0 +1,107 @@
+"""MLflow conventions: where runs go, how they are named and tagged, and that they never stay RUNNING.
+
+- Tracking URI: `MLFLOW_TRACKING_URI` if set, else an absolute
+  `sqlite:///<project root>/mlflow.db` (a relative one is lost inside `dvc exp`
+  copies); artifacts in `<project root>/mlartifacts`.
+- One run per stage execution, named `<stage>@<experiment>`, tagged with the
+  stage, experiment id, git commit and dirty flag, data hash, backend, device
+  and budget; params flattened with dotted keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from cnnlab import backend
+
+ARTIFACTS_DIR = "mlartifacts"
+
+
+def tracking_uri(root: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def use_experiment(name: str, root: Path) -> str:
+    """Point MLflow at the project's store and return the id of experiment `name` (created if new)."""
+    mlflow.set_tracking_uri(tracking_uri(root))
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = (root / ARTIFACTS_DIR).resolve().as_uri()
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def git_state(root: Path) -> tuple[str, bool]:
+    """(commit, dirty) of the checkout at `root`; ("unknown", False) outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+    return commit, bool(status.strip())
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists and None kept as their text."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value if isinstance(value, int | float | str | bool) else str(value)
+    return flat
+
+
+def _raise_on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+
+@contextlib.contextmanager
+def stage_run(
+    stage: str,
+    experiment_id: str,
+    *,
+    root: Path,
+    tracking_experiment: str,
+    budget: str,
+    data_hash: str,
+    params: Mapping[str, Any],
+) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run for one stage execution, marked FAILED if the stage raises or is killed."""
+    commit, dirty = git_state(root)
+    tags = {
+        "stage": stage,
+        "experiment_id": experiment_id,
+        "git_commit": commit,
+        "git_dirty": str(dirty).lower(),
+        "data_hash": data_hash,
+        "keras_backend": backend.name(),
+        "device": backend.device(),
+        "budget": budget,
+    }
+    exp = use_experiment(tracking_experiment, root)
+    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    try:
+        # start_run's context manager ends the run FAILED on any exception, KeyboardInterrupt included.
+        with mlflow.start_run(experiment_id=exp, run_name=f"{stage}@{experiment_id}", tags=tags) as run:
+            mlflow.log_params(flatten(params))
+            yield run
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,143 @@
+"""Compile and fit a model on prepared arrays with the recipe of an experiment."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from cnnlab import backend
+from cnnlab.augment import build_augmenter
+from cnnlab.config import Experiment
+from cnnlab.models import build_model
+
+log = logging.getLogger(__name__)
+
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass
+class TrainResult:
+    model: keras.Model
+    history: dict[str, list[float]]
+    seconds: float
+    train_samples: int
+
+    @property
+    def epochs_run(self) -> int:
+        return len(next(iter(self.history.values()), []))
+
+
+def seeded_model(recipe: Experiment, input_shape: tuple[int, ...], num_classes: int, seed: int) -> keras.Model:
+    """Build the recipe's model after seeding, so equal seeds give equal initial weights."""
+    backend.seed_everything(seed)
+    return build_model(recipe.model, input_shape, num_classes, **recipe.model_options)
+
+
+def encode_labels(labels: np.ndarray, loss: str, num_classes: int) -> np.ndarray:
+    """Labels as the loss expects them: one-hot for categorical CE, floats for binary CE."""
+    if loss == "categorical_crossentropy":
+        return keras.utils.to_categorical(labels, num_classes).astype("float32")
+    if loss == "binary_crossentropy":
+        return labels.astype("float32")
+    return labels
+
+
+def compile_model(model: keras.Model, recipe: Experiment) -> keras.Model:
+    optimizer = keras.optimizers.get(
+        {"class_name": recipe.optimizer.name, "config": {"learning_rate": recipe.optimizer.learning_rate}}
+    )
+    model.compile(optimizer=optimizer, loss=recipe.loss, metrics=["accuracy"])
+    return model
+
+
+class AugmentedBatches(keras.utils.PyDataset):
+    """Shuffled, augmented batches for backends without TensorFlow's tf.data."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, augmenter: keras.Sequential, seed: int):
+        super().__init__()
+        self.x, self.y, self.batch_size, self.augmenter = x, y, batch_size, augmenter
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(x))
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, i: int) -> tuple[Any, np.ndarray]:
+        rows = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        images = self.augmenter(self.x[rows].astype("float32"), training=True)
+        return images, self.y[rows]
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.x))
+
+
+def training_inputs(x: np.ndarray, y: np.ndarray, recipe: Experiment, seed: int) -> dict[str, Any]:
+    """The `fit` arguments that feed training batches (augmented when the recipe says so)."""
+    augmenter = build_augmenter(recipe.augmentation, seed)
+    if augmenter is None:
+        return {"x": x.astype("float32"), "y": y, "batch_size": recipe.batch_size, "shuffle": True}
+    if backend.tensorflow_installed():
+        return {"x": backend.augmented_tf_dataset(x, y, recipe.batch_size, augmenter, seed)}
+    return {"x": AugmentedBatches(x, y, recipe.batch_size, augmenter, seed)}
+
+
+def _callbacks(recipe: Experiment, checkpoint: Path) -> list[keras.callbacks.Callback]:
+    found: list[keras.callbacks.Callback] = []
+    stop = recipe.callbacks.early_stopping
+    if stop is not None:
+        found.append(
+            keras.callbacks.EarlyStopping(
+                monitor=stop.monitor, patience=stop.patience, restore_best_weights=stop.restore_best_weights, verbose=1
+            )
+        )
+    if recipe.callbacks.checkpoint_best:
+        found.append(
+            keras.callbacks.ModelCheckpoint(
+                checkpoint, monitor=recipe.callbacks.checkpoint_monitor, save_best_only=True, save_weights_only=True
+            )
+        )
+    return found
+
+
+def fit(
+    model: keras.Model,
+    recipe: Experiment,
+    train: Arrays,
+    validation: Arrays,
+    num_classes: int,
+    seed: int,
+    extra_callbacks: list[keras.callbacks.Callback] | None = None,
+    verbose: int = 2,
+) -> TrainResult:
+    """Train `model` (compiled here) and return it with its history.
+
+    With `checkpoint_best` the weights of the best validation epoch are restored
+    at the end, as the seeds' ModelCheckpoint(save_best_only=True) reload does.
+    """
+    backend.seed_everything(seed)
+    compile_model(model, recipe)
+    (x_train, y_train), (x_val, y_val) = train, validation
+    y_train = encode_labels(y_train, recipe.loss, num_classes)
+    y_val = encode_labels(y_val, recipe.loss, num_classes)
+    with tempfile.TemporaryDirectory(prefix="cnnlab-ckpt-") as tmp:
+        checkpoint = Path(tmp) / "best.weights.h5"
+        started = time.perf_counter()
+        history = model.fit(
+            **training_inputs(x_train, y_train, recipe, seed),
+            validation_data=(x_val.astype("float32"), y_val),
+            epochs=recipe.epochs,
+            callbacks=_callbacks(recipe, checkpoint) + (extra_callbacks or []),
+            verbose=verbose,
+        )
+        seconds = time.perf_counter() - started
+        if checkpoint.exists():
+            model.load_weights(checkpoint)
+    metrics = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    return TrainResult(model, metrics, seconds, len(x_train))

@@ -1,0 +1,37 @@
+"""Shared fixtures: the project root, the offline data mirror, a private MLflow store per test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# CI checks the project out with ../shared beside it; tests read the real data from there.
+MIRROR = ROOT.parent / "shared" / "datasets"
+FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+
+
+def require(path: Path, how: str) -> Path:
+    if not path.exists():
+        pytest.fail(f"{path} is missing: {how}", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    return require(MIRROR, "the tests read the offline data mirror at ../shared/datasets")
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    return require(FASHION_DEBIAN, "run `apt-get install dataset-fashion-mnist`")
+
+
+@pytest.fixture(autouse=True)
+def private_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test writes its MLflow runs to its own SQLite file, never the project's."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("CNNLAB_DATA_MIRROR", raising=False)
+    return uri

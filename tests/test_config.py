@@ -1,0 +1,79 @@
+"""Bad params fail at once, naming the key and the allowed values."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cnnlab.config import ParamsError, load_params, parse_params
+from conftest import ROOT
+
+
+def project_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def broken(change) -> dict:
+    raw = copy.deepcopy(project_params())
+    change(raw)
+    return raw
+
+
+def test_project_params_are_valid() -> None:
+    params = load_params(ROOT / "params.yaml")
+    assert params.experiment == "F1" and params.budget == "quick"
+    assert params.datasets_needed() == ["fashion_mnist"]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda p: p["experiments"]["F1"].update(model="F9"),
+            r"experiments\.F1\.model: unknown model 'F9'; allowed: C1",
+        ),
+        (lambda p: p["experiments"]["F1"].update(dataset="svhn"), r"unknown data set 'svhn'; allowed: cats_vs_dogs"),
+        (lambda p: p["experiments"]["F1"].update(epochs=-3), r"experiments\.F1\.epochs: .*greater than 0 \(got -3\)"),
+        (lambda p: p["experiments"]["F1"].update(epochs=2.5), r"experiments\.F1\.epochs: .*integer.*\(got 2\.5\)"),
+        (lambda p: p["experiments"]["F1"].update(epoch=3), r"experiments\.F1\.epoch: unknown key"),
+        (lambda p: p.pop("experiment"), r"experiment: required key is missing"),
+        (lambda p: p.update(experiment="Z1"), r"unknown experiment 'Z1'; allowed: F1"),
+        (lambda p: p.update(budget="huge"), r"budget: Input should be 'quick' or 'full'"),
+        (lambda p: p["experiments"]["F1"].update(validation=1.5), r"between 0 and 1"),
+        (lambda p: p["experiments"]["F1"]["optimizer"].update(name="adamax2"), r"optimizer\.name: Input should be"),
+        (lambda p: p["experiments"]["F1"].update(augmentation={"rotation_range": 400}), r"rotation_range: .*180"),
+    ],
+)
+def test_bad_params_name_the_key_and_the_allowed_values(change, expected: str) -> None:
+    with pytest.raises(ParamsError, match=expected):
+        parse_params(broken(change))
+
+
+def test_budget_overrides_the_recipe() -> None:
+    raw = project_params()
+    quick = parse_params(raw)
+    full = parse_params({**raw, "budget": "full"})
+    assert quick.current.epochs == raw["experiments"]["F1"]["budgets"]["quick"]["epochs"]
+    assert full.current.epochs == 30  # the seed's own recipe
+
+
+def test_missing_params_file(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_a_stage_with_bad_params_fails_before_loading_data(tmp_path: Path) -> None:
+    raw = broken(lambda p: p["experiments"]["F1"].update(epochs=0))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "train.py")], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2
+    assert "experiments.F1.epochs" in done.stderr and "greater than 0" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]  # nothing loaded, nothing written

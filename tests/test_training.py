@@ -1,0 +1,112 @@
+"""Training on real Fashion-MNIST: seeded runs agree exactly, accuracy is far above chance,
+and a stage that fails keeps the previous outputs and marks its MLflow run FAILED."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from cnnlab.config import parse_params
+from cnnlab.evaluation import evaluate
+from cnnlab.files import sha256_file
+from cnnlab.loaders import load_idx_folder
+from cnnlab.prepare import Prepared, describe, save_split, with_validation
+from cnnlab.splits import stratified_subsample
+from cnnlab.stage import Paths
+from cnnlab.training import fit, seeded_model
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def fashion(fashion_dir: Path) -> dict:
+    return load_idx_folder(fashion_dir)
+
+
+def f1_recipe(**changes):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["experiments"]["F1"].update(changes)
+    return parse_params(raw).current
+
+
+def subset(arrays, size: int, seed: int = 0):
+    x, y = arrays
+    keep = stratified_subsample(y, size, seed)
+    return x[keep], y[keep]
+
+
+def test_same_seed_same_metrics(fashion: dict) -> None:
+    recipe = f1_recipe(epochs=1, budgets={})
+    train, val = subset(fashion["train"], 2000), subset(fashion["test"], 500)
+
+    def run(seed: int) -> dict:
+        model = seeded_model(recipe, (28, 28, 1), 10, seed)
+        return fit(model, recipe, train, val, 10, seed=seed, verbose=0).history
+
+    runs = [run(7), run(7)]
+    assert runs[0] == runs[1]
+    other = run(8)
+    assert other != runs[0]
+
+
+def test_f1_learns_fashion_mnist(fashion: dict) -> None:
+    recipe = f1_recipe(epochs=2, budgets={})
+    train, val = subset(fashion["train"], 12000), subset(fashion["train"], 1000, seed=1)
+    result = fit(seeded_model(recipe, (28, 28, 1), 10, 42), recipe, train, val, 10, seed=42, verbose=0)
+    x_test, y_test = fashion["test"]
+    scores = evaluate(result.model, x_test, y_test, [str(i) for i in range(10)], recipe.loss)
+    assert scores.accuracy > 0.80  # chance is 0.10
+    assert scores.confusion.sum() == 10000 and scores.confusion.trace() == round(scores.accuracy * 10000)
+
+
+def load_stage(name: str):
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def tiny_project(tmp_path: Path, fashion: dict) -> tuple[Path, object]:
+    """A project folder with params (1 epoch) and 600 prepared Fashion-MNIST images."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["experiments"]["F1"]["budgets"] = {"quick": {"epochs": 1}}
+    raw["mlflow"]["log_model"] = False
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    prepared = with_validation(
+        Prepared({"train": subset(fashion["train"], 500), "test": subset(fashion["test"], 100)}, list(range(10))),
+        0.2,
+        seed=1,
+    )
+    out = Paths(tmp_path).prepared("fashion_mnist")
+    meta = describe(prepared, "fashion_mnist", 0.2, 1)
+    meta["sha256"] = {s: save_split(out / f"{s}.npz", a) for s, a in prepared.splits.items()}
+    (out / "meta.json").write_text(json.dumps(meta))
+    return tmp_path, parse_params(raw)
+
+
+def test_failed_train_stage_keeps_previous_outputs_and_marks_run_failed(tiny_project, monkeypatch) -> None:
+    root, params = tiny_project
+    train = load_stage("train")
+    paths = Paths(root)
+    train.main(params, paths)
+    outputs = [paths.model("F1"), paths.metrics / "train.json", paths.plots / "history.csv"]
+    before = {p: sha256_file(p) for p in outputs}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt("killed mid-training")
+
+    monkeypatch.setattr(train, "fit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(params, paths)
+    assert {p: sha256_file(p) for p in outputs} == before
+    assert not [p for p in (root / "models").iterdir() if p.name.startswith(".")]  # no temp files left
+    runs = mlflow.search_runs(experiment_names=["cnnlab"], order_by=["start_time ASC"])
+    assert runs["status"].tolist() == ["FINISHED", "FAILED"]
+    assert runs["tags.mlflow.runName"].tolist() == ["train@F1", "train@F1"]
+    shutil.rmtree(root / "models")
