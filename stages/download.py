@@ -12,7 +12,6 @@ from cnnlab.config import Params
 from cnnlab.datasets import DATASETS
 from cnnlab.download import Fetched, candidate_sources, fetch
 from cnnlab.files import combined_hash, copy_file, sha256_file, write_json
-from cnnlab.tracking import stage_run
 
 
 def fetch_custom(name: str, params: Params, paths: stage.Paths) -> Fetched:
@@ -51,15 +50,7 @@ def main(params: Params, paths: stage.Paths) -> None:
         fetched[name] = fetch(spec, sources, paths.raw / name)
     record = {name: f.to_dict() for name, f in fetched.items()}
     data_hash = combined_hash(d for f in fetched.values() for d in f.files.values())
-    with stage_run(
-        "download",
-        params.experiment,
-        root=paths.root,
-        tracking_experiment=params.mlflow.experiment_name,
-        budget=params.budget,
-        data_hash=data_hash,
-        params=params.data.model_dump(mode="json"),
-    ):
+    with stage.mlflow_run("download", params, paths, data_hash, params.data.model_dump(mode="json")):
         for name, f in fetched.items():
             mlflow.set_tag(f"source.{name}", f"{f.source}: {f.location}")
             mlflow.set_tag(f"format.{name}", f.format)

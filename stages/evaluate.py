@@ -18,7 +18,6 @@ from cnnlab.evaluation import evaluate
 from cnnlab.files import write_json, write_text
 from cnnlab.plots import confusion_matrix_png, image_grid
 from cnnlab.prepare import load_split
-from cnnlab.tracking import stage_run
 
 log = logging.getLogger("cnnlab.evaluate")
 MISCLASSIFIED_SHOWN = 24
@@ -38,14 +37,12 @@ def main(params: Params, paths: stage.Paths) -> None:
     prepared = paths.prepared(recipe.dataset)
     classes = json.loads((prepared / "meta.json").read_text())["classes"]
     x_test, y_test = load_split(prepared / "test.npz")
-    with stage_run(
+    with stage.mlflow_run(
         "evaluate",
-        exp_id,
-        root=paths.root,
-        tracking_experiment=params.mlflow.experiment_name,
-        budget=params.budget,
-        data_hash=paths.data_hash(recipe.dataset),
-        params={
+        params,
+        paths,
+        paths.data_hash(recipe.dataset),
+        {
             "experiment": exp_id,
             "model_file": str(model_path.relative_to(paths.root)),
             "test_samples": len(y_test),

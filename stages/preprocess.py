@@ -14,7 +14,6 @@ from cnnlab import stage
 from cnnlab.config import Params
 from cnnlab.files import combined_hash, write_json
 from cnnlab.prepare import describe, read_raw, save_split, with_validation
-from cnnlab.tracking import stage_run
 
 log = logging.getLogger("cnnlab.preprocess")
 
@@ -39,14 +38,12 @@ def main(params: Params, paths: stage.Paths) -> None:
         if old.stem not in prepared.splits:
             old.unlink()
     meta["sha256"] = {split: save_split(out / f"{split}.npz", arrays) for split, arrays in prepared.splits.items()}
-    with stage_run(
+    with stage.mlflow_run(
         "preprocess",
-        params.experiment,
-        root=paths.root,
-        tracking_experiment=params.mlflow.experiment_name,
-        budget=params.budget,
-        data_hash=combined_hash(meta["sha256"].values()),
-        params={"dataset": name, "validation": experiment.validation, "seed": params.seed},
+        params,
+        paths,
+        combined_hash(meta["sha256"].values()),
+        {"dataset": name, "validation": experiment.validation, "seed": params.seed},
     ):
         mlflow.log_metrics({f"count_{split}": n for split, n in meta["counts"].items()})
         mlflow.log_metric("skipped_images", meta["skipped_count"])

@@ -19,7 +19,6 @@ from cnnlab.files import write_json, write_text, write_with
 from cnnlab.plots import training_curves
 from cnnlab.prepare import load_split
 from cnnlab.splits import stratified_subsample
-from cnnlab.tracking import stage_run
 from cnnlab.training import fit, seeded_model
 
 log = logging.getLogger("cnnlab.train")
@@ -62,14 +61,12 @@ def main(params: Params, paths: stage.Paths) -> None:
         recipe.epochs,
         params.budget,
     )
-    with stage_run(
+    with stage.mlflow_run(
         "train",
-        exp_id,
-        root=paths.root,
-        tracking_experiment=params.mlflow.experiment_name,
-        budget=params.budget,
-        data_hash=paths.data_hash(recipe.dataset),
-        params={"experiment": exp_id, "budget": params.budget, "seed": params.seed, **recipe.model_dump(mode="json")},
+        params,
+        paths,
+        paths.data_hash(recipe.dataset),
+        {"experiment": exp_id, "budget": params.budget, "seed": params.seed, **recipe.model_dump(mode="json")},
     ):
         result = fit(
             model,

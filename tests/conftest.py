@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -16,6 +18,15 @@ def require(path: Path, how: str) -> Path:
     if not path.exists():
         pytest.fail(f"{path} is missing: {how}", pytrace=False)
     return path
+
+
+def load_stage(name: str) -> ModuleType:
+    """A stage script (stages/<name>.py) as a module, to call its main() in-process."""
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

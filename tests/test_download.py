@@ -9,10 +9,15 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import pytest
+import yaml
 
+from cnnlab.config import parse_params
 from cnnlab.datasets import DATASETS, IDX_NAMES
 from cnnlab.download import MIRROR_ENV, ChecksumError, DataUnavailableError, Source, candidate_sources, fetch
+from cnnlab.stage import Paths
+from conftest import ROOT, load_stage
 
 FASHION, MNIST = DATASETS["fashion_mnist"], DATASETS["mnist"]
 
@@ -95,3 +100,15 @@ def test_online_download_with_wrong_bytes_fails_and_leaves_nothing(http_folder, 
     with pytest.raises(ChecksumError, match=r"mnist\.npz"):
         fetch(MNIST, [Source("online", url)], tmp_path / "raw")
     assert not (tmp_path / "raw" / "mnist.npz").exists()
+
+
+def test_download_stage_fetches_only_what_the_experiment_needs(mirror: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(MIRROR_ENV, str(mirror))
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["experiment"] = "M1"
+    load_stage("download").main(parse_params(raw), Paths(tmp_path))
+    assert sorted(p.name for p in (tmp_path / "data" / "raw").iterdir()) == ["mnist", "sources.json"]
+    record = yaml.safe_load((tmp_path / "data" / "raw" / "sources.json").read_text())
+    assert record["mnist"]["source"] == "mirror" and record["mnist"]["location"] == str(mirror / "mnist")
+    run = mlflow.search_runs(experiment_names=["cnnlab"]).iloc[0]
+    assert run["status"] == "FINISHED" and run["tags.source.mnist"] == f"mirror: {mirror / 'mnist'}"

@@ -3,7 +3,6 @@ and a stage that fails keeps the previous outputs and marks its MLflow run FAILE
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -20,7 +19,7 @@ from cnnlab.prepare import Prepared, describe, save_split, with_validation
 from cnnlab.splits import stratified_subsample
 from cnnlab.stage import Paths
 from cnnlab.training import fit, seeded_model
-from conftest import ROOT
+from conftest import ROOT, load_stage
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +61,6 @@ def test_f1_learns_fashion_mnist(fashion: dict) -> None:
     scores = evaluate(result.model, x_test, y_test, [str(i) for i in range(10)], recipe.loss)
     assert scores.accuracy > 0.80  # chance is 0.10
     assert scores.confusion.sum() == 10000 and scores.confusion.trace() == round(scores.accuracy * 10000)
-
-
-def load_stage(name: str):
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture

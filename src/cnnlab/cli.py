@@ -10,7 +10,7 @@ from pathlib import Path
 from cnnlab.config import ParamsError, load_params
 from cnnlab.datasets import DATASETS
 from cnnlab.models import MODELS
-from cnnlab.tracking import ARTIFACTS_DIR, tracking_uri
+from cnnlab.tracking import ARTIFACTS_DIR, tracking_uri, use_experiment
 
 
 def check(args: argparse.Namespace) -> int:
@@ -37,6 +37,7 @@ def show(args: argparse.Namespace) -> int:
 def ui(args: argparse.Namespace) -> int:
     """`mlflow ui` on this project's tracking store and artifact folder."""
     root = Path.cwd()
+    experiment = use_experiment(load_params(args.params).mlflow.experiment_name, root)
     command = [
         sys.executable,
         "-m",
@@ -50,6 +51,8 @@ def ui(args: argparse.Namespace) -> int:
         str(args.port),
     ]
     print("starting:", " ".join(command))
+    # MLflow 3 opens on its GenAI view; this address goes straight to the training runs.
+    print(f"open http://127.0.0.1:{args.port}/#/experiments/{experiment}/runs?workflowType=machine_learning")
     return subprocess.call(command)
 
 

@@ -149,7 +149,9 @@ def load_image_folder(
     images: dict[str, list[np.ndarray]] = {}
     names: dict[str, list[str]] = {}
     skipped = []
-    for name, (split, cls), data in _entries(Path(source)):
+    for count, (name, (split, cls), data) in enumerate(_entries(Path(source)), start=1):
+        if count % 10_000 == 0:
+            log.info("  %s: %d images read", Path(source).name, count)
         decoded = _decode(data, image_size, channels, resize)
         if isinstance(decoded, str):
             skipped.append({"file": name, "reason": decoded})

@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import mlflow
 
 from cnnlab.config import Params, ParamsError, load_params
 from cnnlab.download import ChecksumError, DataUnavailableError
 from cnnlab.files import combined_hash
 from cnnlab.loaders import DataFormatError
+from cnnlab.tracking import stage_run
 
 log = logging.getLogger("cnnlab")
 
@@ -50,6 +55,21 @@ class Paths:
         if not meta.is_file():
             return "none"
         return combined_hash(json.loads(meta.read_text()).get("sha256", {}).values())
+
+
+def mlflow_run(
+    stage: str, params: Params, paths: Paths, data_hash: str, logged: Mapping[str, Any]
+) -> AbstractContextManager[mlflow.ActiveRun]:
+    """The MLflow run of one execution of `stage` on the configured experiment."""
+    return stage_run(
+        stage,
+        params.experiment,
+        root=paths.root,
+        tracking_experiment=params.mlflow.experiment_name,
+        budget=params.budget,
+        data_hash=data_hash,
+        params=logged,
+    )
 
 
 def setup_logging() -> None:

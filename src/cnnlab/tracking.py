@@ -20,9 +20,8 @@ from typing import Any
 
 import mlflow
 
-from cnnlab import backend
-
 ARTIFACTS_DIR = "mlartifacts"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 
 
 def tracking_uri(root: Path) -> str:
@@ -36,7 +35,10 @@ def use_experiment(name: str, root: Path) -> str:
     if found is not None:
         return found.experiment_id
     location = (root / ARTIFACTS_DIR).resolve().as_uri()
-    return mlflow.create_experiment(name, artifact_location=location)
+    # Without this tag MLflow 3's UI opens the experiment on its GenAI view, not on the training runs.
+    return mlflow.create_experiment(
+        name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: "custom_model_development"}
+    )
 
 
 def git_state(root: Path) -> tuple[str, bool]:
@@ -85,6 +87,8 @@ def stage_run(
     params: Mapping[str, Any],
 ) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run for one stage execution, marked FAILED if the stage raises or is killed."""
+    from cnnlab import backend  # imports Keras: only when a run really starts
+
     commit, dirty = git_state(root)
     tags = {
         "stage": stage,
