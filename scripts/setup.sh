@@ -8,7 +8,8 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; 
   if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; else sudo="none"; fi
   if [ "$sudo" != none ]; then
     echo "setup: installing Debian's dataset-fashion-mnist"
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    { $sudo apt-get update -qq && $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null; } ||
+      echo "setup: apt-get could not install dataset-fashion-mnist"
   fi
 fi
 [ -d /usr/share/datasets/fashion-mnist ] ||

@@ -15,8 +15,9 @@ import numpy as np
 from cnnlab import stage
 from cnnlab.config import Params
 from cnnlab.evaluation import evaluate
-from cnnlab.files import write_json, write_text
+from cnnlab.files import staged_outputs, write_json, write_text
 from cnnlab.plots import confusion_matrix_png, image_grid
+from cnnlab.tracking import safe_metric_name
 from cnnlab.prepare import load_split
 
 log = logging.getLogger("cnnlab.evaluate")
@@ -29,6 +30,16 @@ def confusion_csv(actual: np.ndarray, predicted: np.ndarray, classes: list[str])
     return "\n".join(rows) + "\n"
 
 
+def per_class_metrics(per_class: dict[str, dict[str, float]], classes: list[str]) -> dict[str, float]:
+    """Per-class precision / recall / F1 under metric names MLflow accepts (class names may hold any character)."""
+    return {
+        f"{safe_metric_name(name)}_{score.replace('-score', '')}": value
+        for name in classes
+        for score, value in per_class[name].items()
+        if score != "support"
+    }
+
+
 def main(params: Params, paths: stage.Paths) -> None:
     exp_id, recipe = params.experiment, params.current
     model_path = paths.model(exp_id)
@@ -37,42 +48,31 @@ def main(params: Params, paths: stage.Paths) -> None:
     prepared = paths.prepared(recipe.dataset)
     classes = json.loads((prepared / "meta.json").read_text())["classes"]
     x_test, y_test = load_split(prepared / "test.npz")
-    with stage.mlflow_run(
-        "evaluate",
-        params,
-        paths,
-        paths.data_hash(recipe.dataset),
-        {
-            "experiment": exp_id,
-            "model_file": str(model_path.relative_to(paths.root)),
-            "test_samples": len(y_test),
-        },
+    logged = {"experiment": exp_id, "model_file": str(model_path.relative_to(paths.root)), "test_samples": len(y_test)}
+    with (
+        stage.mlflow_run("evaluate", params, paths, paths.data_hash(recipe.dataset), logged),
+        staged_outputs(paths.root) as out,
     ):
         model = keras.models.load_model(model_path)
-        result = evaluate(model, x_test, y_test, classes, recipe.loss)
+        result = evaluate(model, x_test, y_test, classes, recipe.loss_for(len(classes)))
         metrics = result.metrics()
-        mlflow.log_metrics(metrics)
-        mlflow.log_metrics(
-            {
-                f"{name}_{k.replace('-score', '')}".replace(" ", "_").replace("/", "_"): v
-                for name in classes
-                for k, v in result.per_class[name].items()
-                if k != "support"
-            }
-        )
+        mlflow.log_metrics({**metrics, **per_class_metrics(result.per_class, classes)})
         wrong = np.flatnonzero(result.predicted != y_test)[:MISCLASSIFIED_SHOWN]
         outputs = [
-            write_json(paths.metrics / "evaluate.json", {"experiment": exp_id, **metrics}),
-            write_json(paths.metrics / "classification_report.json", result.per_class),
-            write_text(paths.plots / "confusion.csv", confusion_csv(y_test, result.predicted, classes)),
+            write_json(out.path(paths.metrics / "evaluate.json"), {"experiment": exp_id, **metrics}),
+            write_json(out.path(paths.metrics / "classification_report.json"), result.per_class),
+            write_text(out.path(paths.plots / "confusion.csv"), confusion_csv(y_test, result.predicted, classes)),
             confusion_matrix_png(
-                result.confusion, classes, f"{exp_id}: test confusion matrix", paths.plots / "confusion_matrix.png"
+                result.confusion,
+                classes,
+                f"{exp_id}: test confusion matrix",
+                out.path(paths.plots / "confusion_matrix.png"),
             ),
             image_grid(
                 x_test[wrong],
                 [f"{classes[y_test[i]]} → {classes[result.predicted[i]]}" for i in wrong],
                 f"{exp_id}: misclassified test images (true → predicted)",
-                paths.plots / "misclassified.png",
+                out.path(paths.plots / "misclassified.png"),
             ),
         ]
         for path in outputs:

@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
+import mlflow
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,5 +45,6 @@ def private_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test writes its MLflow runs to its own SQLite file, never the project's."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)  # an earlier test's set_tracking_uri would otherwise win over the variable
     monkeypatch.delenv("CNNLAB_DATA_MIRROR", raising=False)
     return uri

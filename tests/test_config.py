@@ -40,7 +40,28 @@ def test_project_params_are_valid() -> None:
         (lambda p: p["experiments"]["F1"].update(dataset="svhn"), r"unknown data set 'svhn'; allowed: cats_vs_dogs"),
         (lambda p: p["experiments"]["F1"].update(epochs=-3), r"experiments\.F1\.epochs: .*greater than 0 \(got -3\)"),
         (lambda p: p["experiments"]["F1"].update(epochs=2.5), r"experiments\.F1\.epochs: .*integer.*\(got 2\.5\)"),
-        (lambda p: p["experiments"]["F1"].update(epoch=3), r"experiments\.F1\.epoch: unknown key"),
+        (
+            lambda p: p["experiments"]["F1"].update(epoch=3),
+            r"experiments\.F1\.epoch: unknown key.*allowed keys: .*epochs",
+        ),
+        (lambda p: p["experiments"]["F1"]["optimizer"].update(lr=3), r"optimizer\.lr: unknown key.*learning_rate"),
+        (lambda p: p["data"].update(mirorr="/m"), r"data\.mirorr: unknown key.*allowed keys: paths, mirror"),
+        (
+            lambda p: p["experiments"]["F1"].update(epochs=True),
+            r"experiments\.F1\.epochs: .*valid integer \(got True\)",
+        ),
+        (lambda p: p["experiments"]["F1"].update(batch_size="64"), r"experiments\.F1\.batch_size: .*valid integer"),
+        (lambda p: p["experiments"]["F1"].update(model_options={"dropout": 0.5}), r"model F1 has no option dropout"),
+        (lambda p: p["experiments"]["C1"].update(model_options={"dropot": [0]}), r"no option dropot; allowed: dropout"),
+        (
+            lambda p: p["experiments"]["F1"].update(loss="binary_crossentropy"),
+            r"does not fit fashion_mnist \(10 classes\)",
+        ),
+        (
+            lambda p: p["data"].update(online_base={"fashion": "http://x/"}),
+            r"data\.online_base\.fashion: unknown data set",
+        ),
+        (lambda p: p["experiments"]["F1"].update(augmentation={"brightness_range": [1.2, 0.8]}), r"low <= high"),
         (lambda p: p.pop("experiment"), r"experiment: required key is missing"),
         (lambda p: p.update(experiment="Z1"), r"unknown experiment 'Z1'; allowed: F1"),
         (lambda p: p.update(budget="huge"), r"budget: Input should be 'quick' or 'full'"),
@@ -77,3 +98,10 @@ def test_a_stage_with_bad_params_fails_before_loading_data(tmp_path: Path) -> No
     assert "experiments.F1.epochs" in done.stderr and "greater than 0" in done.stderr
     assert "Traceback" not in done.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]  # nothing loaded, nothing written
+
+
+def test_loss_is_chosen_from_the_number_of_classes() -> None:
+    recipe = parse_params(project_params()).current
+    assert recipe.loss is None
+    assert recipe.loss_for(10) == "sparse_categorical_crossentropy"
+    assert recipe.loss_for(2) == "binary_crossentropy"

@@ -56,6 +56,13 @@ def png(color: tuple[int, ...] | int, mode: str = "RGB", size: tuple[int, int] =
     return buffer.getvalue()
 
 
+def jpeg_cmyk() -> bytes:
+    """A CMYK JPEG, as some real photo collections (cats vs dogs) contain: usable as RGB."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (255, 0, 0)).convert("CMYK").save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
 def image_tree() -> dict[str, bytes]:
     """Two classes in train and test, plus one corrupt file and one greyscale image."""
     return {
@@ -67,6 +74,7 @@ def image_tree() -> dict[str, bytes]:
         "test/cat/d.png": png((255, 0, 0)),
         "test/dog/e.png": png((0, 0, 255)),
         "test/dog/big.png": png((0, 0, 255), size=(16, 16)),
+        "test/cat/cmyk.jpg": jpeg_cmyk(),
     }
 
 
@@ -79,10 +87,11 @@ def check_tree_result(result, resized: bool) -> None:
     reasons = {Path(s["file"]).name: s["reason"] for s in result.skipped}
     assert "unreadable" in reasons["broken.jpg"]
     assert "mode L" in reasons["grey.png"]
+    assert "cmyk.jpg" not in reasons
     if resized:
-        assert len(result.splits["test"][1]) == 3 and "big.png" not in reasons
+        assert len(result.splits["test"][1]) == 4 and "big.png" not in reasons
     else:
-        assert len(result.splits["test"][1]) == 2 and "16x16" in reasons["big.png"]
+        assert len(result.splits["test"][1]) == 3 and "16x16" in reasons["big.png"]
 
 
 def test_image_folder_skips_corrupt_and_greyscale(tmp_path: Path) -> None:

@@ -65,6 +65,17 @@ def test_each_stage_left_a_finished_run_with_tags(repro) -> None:
             assert row[f"tags.{tag}"] not in (None, "", "unknown"), (stage, tag)
     assert by_stage["download"]["tags.source.fashion_mnist"].startswith("debian:")
     assert by_stage["train"]["tags.data_hash"] == by_stage["evaluate"]["tags.data_hash"]
+    assert by_stage["preprocess"]["tags.data_hash"] == by_stage["train"]["tags.data_hash"]
+
+
+def test_download_and_preprocess_runs_record_what_they_did(repro) -> None:
+    by_stage = stage_runs(repro[0])[0]
+    client = mlflow.MlflowClient()
+    assert {a.path for a in client.list_artifacts(by_stage["download"]["run_id"])} == {"sources.json"}
+    preprocess = by_stage["preprocess"]
+    assert (preprocess["metrics.count_train"], preprocess["metrics.count_val"]) == (42000, 18000)
+    assert preprocess["metrics.count_test"] == 10000 and preprocess["metrics.skipped_images"] == 0
+    assert {a.path for a in client.list_artifacts(preprocess["run_id"])} == {"meta.json"}
 
 
 def test_train_run_has_epochs_params_artifacts_and_model(repro) -> None:

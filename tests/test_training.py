@@ -4,7 +4,11 @@ and a stage that fails keeps the previous outputs and marks its MLflow run FAILE
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -18,7 +22,7 @@ from cnnlab.loaders import load_idx_folder
 from cnnlab.prepare import Prepared, describe, save_split, with_validation
 from cnnlab.splits import stratified_subsample
 from cnnlab.stage import Paths
-from cnnlab.training import fit, seeded_model
+from cnnlab.training import fit, kept_epoch, seeded_model
 from conftest import ROOT, load_stage
 
 
@@ -39,8 +43,9 @@ def subset(arrays, size: int, seed: int = 0):
     return x[keep], y[keep]
 
 
-def test_same_seed_same_metrics(fashion: dict) -> None:
-    recipe = f1_recipe(epochs=1, budgets={})
+@pytest.mark.parametrize("augmentation", [{}, {"width_shift_range": 0.1, "horizontal_flip": True}])
+def test_same_seed_same_metrics(fashion: dict, augmentation: dict) -> None:
+    recipe = f1_recipe(epochs=1, budgets={}, augmentation=augmentation)
     train, val = subset(fashion["train"], 2000), subset(fashion["test"], 500)
 
     def run(seed: int) -> dict:
@@ -58,7 +63,7 @@ def test_f1_learns_fashion_mnist(fashion: dict) -> None:
     train, val = subset(fashion["train"], 12000), subset(fashion["train"], 1000, seed=1)
     result = fit(seeded_model(recipe, (28, 28, 1), 10, 42), recipe, train, val, 10, seed=42, verbose=0)
     x_test, y_test = fashion["test"]
-    scores = evaluate(result.model, x_test, y_test, [str(i) for i in range(10)], recipe.loss)
+    scores = evaluate(result.model, x_test, y_test, [str(i) for i in range(10)], recipe.loss_for(10))
     assert scores.accuracy > 0.80  # chance is 0.10
     assert scores.confusion.sum() == 10000 and scores.confusion.trace() == round(scores.accuracy * 10000)
 
@@ -102,3 +107,42 @@ def test_failed_train_stage_keeps_previous_outputs_and_marks_run_failed(tiny_pro
     assert runs["status"].tolist() == ["FINISHED", "FAILED"]
     assert runs["tags.mlflow.runName"].tolist() == ["train@F1", "train@F1"]
     shutil.rmtree(root / "models")
+
+
+def test_killed_train_stage_keeps_previous_model_and_marks_run_failed(tiny_project) -> None:
+    """A real SIGTERM in the middle of training, as when a user stops `dvc repro`."""
+    root = tiny_project[0]
+    paths = Paths(root)
+    paths.model("F1").parent.mkdir(parents=True)
+    paths.model("F1").write_bytes(b"the previous model")
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["experiments"]["F1"]["budgets"] = {"quick": {"epochs": 500}}
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "stages" / "train.py")],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("Epoch 3/"):
+            process.send_signal(signal.SIGTERM)
+            break
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode != 0, output
+    assert paths.model("F1").read_bytes() == b"the previous model"
+    runs = mlflow.search_runs(experiment_names=["cnnlab"])
+    assert runs["status"].tolist() == ["FAILED"]
+
+
+def test_kept_epoch_follows_the_callback_that_restored_weights() -> None:
+    history = {"val_loss": [0.5, 0.3, 0.4, 0.45], "val_accuracy": [0.8, 0.85, 0.9, 0.86]}
+    assert kept_epoch(history, f1_recipe()) == 3  # no restoring callback: the last epoch
+    stop = {"early_stopping": {"monitor": "val_loss", "patience": 2}}
+    assert kept_epoch(history, f1_recipe(callbacks=stop)) == 1
+    checkpoint = {"checkpoint_best": True, "checkpoint_monitor": "val_accuracy"}
+    assert kept_epoch(history, f1_recipe(callbacks=checkpoint)) == 2

@@ -35,7 +35,9 @@ def device() -> str:
         import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")
-        return f"gpu:{gpus[0].name}" if gpus else "cpu"
+        if not gpus:
+            return "cpu"
+        return f"gpu:{tf.config.experimental.get_device_details(gpus[0]).get('device_name', gpus[0].name)}"
     if backend == "torch":
         import torch
 

@@ -6,16 +6,20 @@ allowed values, so a typo costs a second, not an hour of training.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cnnlab.datasets import DATASETS
 from cnnlab.models import MODELS
 
+# Strict: YAML `true` or "3" is not silently taken for an integer.
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
 Budget = Literal["quick", "full"]
+Loss = Literal["sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy"]
 BUDGETS: tuple[str, ...] = ("quick", "full")
 FILL_MODES = Literal["nearest", "constant", "reflect", "wrap"]
 
@@ -36,7 +40,7 @@ class Optimizer(Strict):
 
 class EarlyStopping(Strict):
     monitor: str = "val_loss"
-    patience: int = Field(2, ge=0)
+    patience: Annotated[int, Field(ge=0, strict=True)] = 2
     restore_best_weights: bool = True
 
 
@@ -60,6 +64,13 @@ class Augmentation(Strict):
     brightness_range: tuple[float, float] | None = None
     fill_mode: FILL_MODES = "nearest"
 
+    @field_validator("brightness_range")
+    @classmethod
+    def _brightness(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not 0 <= value[0] <= value[1]:
+            raise ValueError(f"must be [low, high] with 0 <= low <= high (1 = unchanged), got {list(value)}")
+        return value
+
     @property
     def enabled(self) -> bool:
         return self != Augmentation()
@@ -82,9 +93,8 @@ class Experiment(Strict):
     # or "test" to validate on the test set as several seeds do.
     validation: float | Literal["test"] = 0.2
     optimizer: Optimizer = Optimizer()
-    loss: Literal["sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy"] = (
-        "sparse_categorical_crossentropy"
-    )
+    # None: chosen from the number of classes (sigmoid + binary CE for two, softmax + sparse CE for more)
+    loss: Loss | None = None
     batch_size: PositiveInt = 32
     epochs: PositiveInt = 10
     callbacks: Callbacks = Callbacks()
@@ -97,6 +107,23 @@ class Experiment(Strict):
         if value not in MODELS:
             raise ValueError(f"unknown model {value!r}; allowed: {', '.join(sorted(MODELS))}")
         return value
+
+    @model_validator(mode="after")
+    def _options_fit_the_model(self) -> Experiment:
+        accepted = list(inspect.signature(MODELS[self.model]).parameters)[2:]  # after input_shape, num_classes
+        unknown = sorted(set(self.model_options) - set(accepted))
+        if unknown:
+            raise ValueError(
+                f"model_options: model {self.model} has no option {', '.join(unknown)}; "
+                f"allowed: {', '.join(accepted) or '(none)'}"
+            )
+        return self
+
+    def loss_for(self, num_classes: int) -> str:
+        """The loss to train with: the recipe's, else the one the number of classes calls for."""
+        if self.loss is not None:
+            return self.loss
+        return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
 
     @field_validator("validation")
     @classmethod
@@ -164,9 +191,20 @@ class Params(Strict):
                     f"experiments.{name}.dataset: unknown data set {exp.dataset!r}; "
                     f"allowed: {', '.join(sorted(known))} (or declare it under data.custom)"
                 )
-        for name in self.data.paths:
-            if name not in DATASETS:
-                raise ValueError(f"data.paths.{name}: unknown data set; allowed: {', '.join(sorted(DATASETS))}")
+        for section, names in (("paths", self.data.paths), ("online_base", self.data.online_base)):
+            for name in names:
+                if name not in DATASETS:
+                    raise ValueError(f"data.{section}.{name}: unknown data set; allowed: {', '.join(sorted(DATASETS))}")
+        for name, exp in self.experiments.items():
+            if exp.dataset in DATASETS and exp.loss is not None:
+                binary_data, binary_loss = len(DATASETS[exp.dataset].classes) == 2, exp.loss == "binary_crossentropy"
+                if binary_data != binary_loss:
+                    raise ValueError(
+                        f"experiments.{name}.loss: {exp.loss} does not fit {exp.dataset} "
+                        f"({len(DATASETS[exp.dataset].classes)} classes); use "
+                        f"{'binary_crossentropy' if binary_data else 'sparse_categorical_crossentropy'} "
+                        "or leave loss out to have it chosen"
+                    )
         return self
 
     @property
@@ -179,15 +217,49 @@ class Params(Strict):
         return [self.experiments[self.experiment].dataset]
 
 
+def _model_at(location: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The schema section that holds the key at `location` (walking through dict[str, Section] entries)."""
+    model: Any = Params
+    for part in location:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        if annotation is None:
+            return None
+        if get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+        candidates = [annotation, *get_args(annotation)]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return model
+
+
 def _describe(error: dict[str, Any]) -> str:
-    where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    where = ".".join(str(p) for p in error["loc"])
+    if not where:  # cross-key checks name their keys themselves
+        return error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        return f"{where}: unknown key (a typo?); remove it or use one of the documented keys"
+        section = _model_at(_schema_path(error["loc"][:-1]))
+        allowed = f"; allowed keys: {', '.join(section.model_fields)}" if section else ""
+        return f"{where}: unknown key (a typo?){allowed}"
     if error["type"] == "missing":
         return f"{where}: required key is missing"
     got = error.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     return f"{where}: {error['msg'].removeprefix('Value error, ')}{shown}"
+
+
+def _schema_path(location: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A validation error's location without the names of dict entries (experiment ids, data set names)."""
+    path: list[Any] = []
+    model: Any = Params
+    for part in location:
+        if model is None:
+            break
+        if part in getattr(model, "model_fields", {}):
+            path.append(part)
+            model = _model_at(tuple(path))
+        # else: a dict key such as an experiment id; the section below it is the dict's value type
+    return tuple(path)
 
 
 def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:

@@ -79,11 +79,12 @@ def local_layout(spec: DatasetSpec, folder: Path) -> Layout | None:
     return None
 
 
-def verify(path: Path, accepted: frozenset[str]) -> str:
+def verify(path: Path, accepted: frozenset[str], label: str | None = None) -> str:
+    """The file's sha256, or a ChecksumError naming the file (`label`, else its path)."""
     digest = sha256_file(path)
     if digest not in accepted:
         raise ChecksumError(
-            f"checksum mismatch for {path}: sha256 {digest} is not a known-good copy "
+            f"checksum mismatch for {label or path}: sha256 {digest} is not a known-good copy "
             f"(expected one of {', '.join(sorted(accepted))}). The file is damaged or not the "
             "official release: delete it and fetch it again, or point params at a good copy."
         )
@@ -118,15 +119,17 @@ def download_file(url: str, target: Path, accepted: frozenset[str], timeout: flo
                 if total and done / total >= next_report:
                     log.info("  %s: %d%% of %.1f MB", target.name, 100 * done // total, total / 1e6)
                     next_report += 0.1
-        digest = verify(tmp, accepted)
+        # Nothing is kept when the bytes are wrong: the temporary file is removed.
+        digest = verify(tmp, accepted, label=f"{url} (downloaded for {target})")
     return digest
 
 
 def _download(layout: Layout, base: str, dest: Path) -> dict[str, str]:
     digests = {}
     for name, accepted in layout.files.items():
-        if (dest / name).is_file() and sha256_file(dest / name) in accepted:
-            digests[name] = sha256_file(dest / name)
+        present = sha256_file(dest / name) if (dest / name).is_file() else None
+        if present in accepted:
+            digests[name] = present
             continue
         log.info("downloading %s%s", base, name)
         digests[name] = download_file(base + name, dest / name, accepted)

@@ -1,7 +1,9 @@
 """Atomic file output and content hashing.
 
 Every output is written beside its target and renamed into place, so a stage
-that fails or is interrupted leaves the previous result untouched.
+that fails or is interrupted leaves the previous result untouched. A stage with
+several outputs stages them all first and moves them into place only once
+everything (MLflow logging included) has succeeded.
 """
 
 from __future__ import annotations
@@ -33,6 +35,39 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+class Staging:
+    """Outputs written under a staging folder with their final names, moved onto their targets by `commit`."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.moves: list[tuple[Path, Path]] = []
+
+    def path(self, target: Path | str) -> Path:
+        """Where to write the output meant for `target` (same file name, so logged artifacts keep it)."""
+        staged = self.folder / str(len(self.moves)) / Path(target).name
+        staged.parent.mkdir(parents=True)
+        self.moves.append((staged, Path(target)))
+        return staged
+
+    def commit(self) -> None:
+        for staged, target in self.moves:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)
+
+
+@contextlib.contextmanager
+def staged_outputs(root: Path) -> Iterator[Staging]:
+    """Stage outputs under `root` (same file system, so the final moves are renames); commit them only on success."""
+    root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    try:
+        staging = Staging(folder)
+        yield staging
+        staging.commit()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def write_with(target: Path | str, writer: Callable[[Path], Any]) -> Path:
     """Run `writer(tmp_path)` and move the result onto `target` atomically."""
     with atomic_path(target) as tmp:
@@ -50,6 +85,16 @@ def write_json(target: Path | str, data: Any) -> Path:
 
 def copy_file(source: Path, target: Path) -> Path:
     return write_with(target, lambda p: shutil.copyfile(source, p))
+
+
+def replace_dir(fresh: Path, target: Path) -> None:
+    """Put the folder `fresh` where `target` is, removing the old one only once the new one is in place."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(fresh, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:

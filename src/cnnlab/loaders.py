@@ -125,7 +125,8 @@ def _decode(data: bytes, size: tuple[int, int], channels: int, resize: bool) -> 
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             mode = img.mode
-            if (channels == 3 and mode not in ("RGB", "P", "RGBA")) or (channels == 1 and mode not in ("L", "1")):
+            colour = ("RGB", "RGBA", "P", "CMYK", "YCbCr")  # all convert losslessly enough to RGB
+            if (channels == 3 and mode not in colour) or (channels == 1 and mode not in ("L", "1")):
                 return f"has mode {mode}, expected {'RGB' if channels == 3 else 'greyscale'}"
             img = img.convert("RGB" if channels == 3 else "L")
             if img.size != (size[1], size[0]):

@@ -24,11 +24,11 @@ def register(name: str) -> Callable[[Builder], Builder]:
     return add
 
 
-def _head(num_classes: int) -> layers.Layer:
+def _head(num_classes: int, regularizer: keras.regularizers.Regularizer | None = None) -> layers.Layer:
     # Binary problems use one sigmoid unit, multi-class a softmax (as the seeds teach).
-    return (
-        layers.Dense(1, activation="sigmoid") if num_classes == 2 else layers.Dense(num_classes, activation="softmax")
-    )
+    if num_classes == 2:
+        return layers.Dense(1, activation="sigmoid", kernel_regularizer=regularizer)
+    return layers.Dense(num_classes, activation="softmax", kernel_regularizer=regularizer)
 
 
 def _sequential(name: str, input_shape: Sequence[int], body: list[layers.Layer]) -> keras.Model:
@@ -155,7 +155,7 @@ def cifar_cnn(
     body += [layers.Flatten(), layers.Dense(512, activation="relu")]
     body += [layers.Dropout(dropout[2])] if dropout[2] else []
     regularizer = keras.regularizers.L2(output_l2) if output_l2 else None
-    body += [layers.Dense(num_classes, activation="softmax", kernel_regularizer=regularizer)]
+    body += [_head(num_classes, regularizer)]
     return _sequential("C1", input_shape, body)
 
 

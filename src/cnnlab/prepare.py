@@ -27,7 +27,16 @@ class Prepared:
 def read_raw(dataset: str, raw_dir: Path, fmt: str, custom: CustomDataset | None = None) -> Prepared:
     """Read the raw files of `dataset` (in format `fmt`) into train/test (and val if shipped) arrays."""
     if custom is not None:
-        result = loaders.load_image_folder(raw_dir, custom.image_size, custom.channels, resize=True)
+        source = raw_dir
+        if fmt == "image-zip":
+            (source,) = sorted(raw_dir.glob("*.zip"))
+        result = loaders.load_image_folder(source, custom.image_size, custom.channels, resize=True)
+        missing = {"train", "test"} - set(result.splits)
+        if missing:
+            raise loaders.DataFormatError(
+                f"{dataset}: no {' and no '.join(sorted(missing))} split found; the images must be laid out as "
+                "<split>/<class>/<image> with splits train and test (and optionally val)"
+            )
         return Prepared(result.splits, result.classes, result.skipped)
     spec = DATASETS[dataset]
     classes = list(spec.classes)
@@ -52,6 +61,12 @@ def with_validation(prepared: Prepared, validation: float | str, seed: int) -> P
     splits = dict(prepared.splits)
     if "val" not in splits and validation != "test":
         x, y = splits["train"]
+        smallest = np.bincount(y).min()
+        if smallest * float(validation) < 1 or smallest * (1 - float(validation)) < 1:
+            raise loaders.DataFormatError(
+                f"cannot hold out a stratified {validation:.0%} validation split: a class has only {smallest} "
+                "training image(s); add images, change `validation`, or set `validation: test`"
+            )
         kept, held = stratified_split(y, float(validation), seed)
         splits["train"], splits["val"] = (x[kept], y[kept]), (x[held], y[held])
     return Prepared(splits, prepared.classes, prepared.skipped)

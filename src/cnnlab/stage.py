@@ -58,9 +58,9 @@ class Paths:
 
 
 def mlflow_run(
-    stage: str, params: Params, paths: Paths, data_hash: str, logged: Mapping[str, Any]
+    stage: str, params: Params, paths: Paths, data_hash: str | None, logged: Mapping[str, Any]
 ) -> AbstractContextManager[mlflow.ActiveRun]:
-    """The MLflow run of one execution of `stage` on the configured experiment."""
+    """The MLflow run of one execution of `stage` on the configured experiment (FAILED if the stage fails)."""
     return stage_run(
         stage,
         params.experiment,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -71,8 +72,16 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _raise_on_sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"terminated by signal {signum}")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def safe_metric_name(name: str) -> str:
+    """`name` with every character MLflow refuses in a metric key replaced by '_'."""
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", name).replace(" ", "_").replace("/", "_")
+
+
+def _raise_on_signal(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
 
 
 @contextlib.contextmanager
@@ -83,10 +92,13 @@ def stage_run(
     root: Path,
     tracking_experiment: str,
     budget: str,
-    data_hash: str,
+    data_hash: str | None,
     params: Mapping[str, Any],
 ) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run for one stage execution, marked FAILED if the stage raises or is killed."""
+    """An MLflow run for one stage execution, marked FAILED if the stage raises or is stopped by a signal.
+
+    A stage that learns its data hash only while it runs passes None and tags `data_hash` itself.
+    """
     from cnnlab import backend  # imports Keras: only when a run really starts
 
     commit, dirty = git_state(root)
@@ -95,17 +107,18 @@ def stage_run(
         "experiment_id": experiment_id,
         "git_commit": commit,
         "git_dirty": str(dirty).lower(),
-        "data_hash": data_hash,
+        "data_hash": data_hash or "pending",
         "keras_backend": backend.name(),
         "device": backend.device(),
         "budget": budget,
     }
     exp = use_experiment(tracking_experiment, root)
-    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    previous = {sig: signal.signal(sig, _raise_on_signal) for sig in STOP_SIGNALS}
     try:
         # start_run's context manager ends the run FAILED on any exception, KeyboardInterrupt included.
         with mlflow.start_run(experiment_id=exp, run_name=f"{stage}@{experiment_id}", tags=tags) as run:
             mlflow.log_params(flatten(params))
             yield run
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

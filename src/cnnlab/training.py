@@ -28,10 +28,32 @@ class TrainResult:
     history: dict[str, list[float]]
     seconds: float
     train_samples: int
+    kept_epoch: int  # 0-based epoch whose weights the model holds (the best one when a callback restored it)
 
     @property
     def epochs_run(self) -> int:
         return len(next(iter(self.history.values()), []))
+
+    def at_kept_epoch(self) -> dict[str, float]:
+        """The history's metrics at the epoch whose weights were kept."""
+        return {name: values[self.kept_epoch] for name, values in self.history.items()}
+
+
+def best_epoch(values: list[float], monitor: str) -> int:
+    """Index of the best value, with Keras' 'auto' mode: accuracies are maximised, everything else minimised."""
+    scores = np.asarray(values)
+    return int(scores.argmax() if "acc" in monitor else scores.argmin())
+
+
+def kept_epoch(history: dict[str, list[float]], recipe: Experiment) -> int:
+    """Which epoch's weights the trained model holds after the recipe's callbacks have run."""
+    last = len(next(iter(history.values()))) - 1
+    if recipe.callbacks.checkpoint_best and recipe.callbacks.checkpoint_monitor in history:
+        return best_epoch(history[recipe.callbacks.checkpoint_monitor], recipe.callbacks.checkpoint_monitor)
+    stop = recipe.callbacks.early_stopping
+    if stop is not None and stop.restore_best_weights and stop.monitor in history:
+        return best_epoch(history[stop.monitor], stop.monitor)
+    return last
 
 
 def seeded_model(recipe: Experiment, input_shape: tuple[int, ...], num_classes: int, seed: int) -> keras.Model:
@@ -49,11 +71,11 @@ def encode_labels(labels: np.ndarray, loss: str, num_classes: int) -> np.ndarray
     return labels
 
 
-def compile_model(model: keras.Model, recipe: Experiment) -> keras.Model:
+def compile_model(model: keras.Model, recipe: Experiment, num_classes: int) -> keras.Model:
     optimizer = keras.optimizers.get(
         {"class_name": recipe.optimizer.name, "config": {"learning_rate": recipe.optimizer.learning_rate}}
     )
-    model.compile(optimizer=optimizer, loss=recipe.loss, metrics=["accuracy"])
+    model.compile(optimizer=optimizer, loss=recipe.loss_for(num_classes), metrics=["accuracy"])
     return model
 
 
@@ -83,9 +105,10 @@ def training_inputs(x: np.ndarray, y: np.ndarray, recipe: Experiment, seed: int)
     augmenter = build_augmenter(recipe.augmentation, seed)
     if augmenter is None:
         return {"x": x.astype("float32"), "y": y, "batch_size": recipe.batch_size, "shuffle": True}
+    # Both shuffle by themselves, every epoch.
     if backend.tensorflow_installed():
-        return {"x": backend.augmented_tf_dataset(x, y, recipe.batch_size, augmenter, seed)}
-    return {"x": AugmentedBatches(x, y, recipe.batch_size, augmenter, seed)}
+        return {"x": backend.augmented_tf_dataset(x, y, recipe.batch_size, augmenter, seed), "shuffle": False}
+    return {"x": AugmentedBatches(x, y, recipe.batch_size, augmenter, seed), "shuffle": False}
 
 
 def _callbacks(recipe: Experiment, checkpoint: Path) -> list[keras.callbacks.Callback]:
@@ -122,10 +145,10 @@ def fit(
     at the end, as the seeds' ModelCheckpoint(save_best_only=True) reload does.
     """
     backend.seed_everything(seed)
-    compile_model(model, recipe)
+    compile_model(model, recipe, num_classes)
     (x_train, y_train), (x_val, y_val) = train, validation
-    y_train = encode_labels(y_train, recipe.loss, num_classes)
-    y_val = encode_labels(y_val, recipe.loss, num_classes)
+    y_train = encode_labels(y_train, recipe.loss_for(num_classes), num_classes)
+    y_val = encode_labels(y_val, recipe.loss_for(num_classes), num_classes)
     with tempfile.TemporaryDirectory(prefix="cnnlab-ckpt-") as tmp:
         checkpoint = Path(tmp) / "best.weights.h5"
         started = time.perf_counter()
@@ -140,4 +163,4 @@ def fit(
         if checkpoint.exists():
             model.load_weights(checkpoint)
     metrics = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-    return TrainResult(model, metrics, seconds, len(x_train))
+    return TrainResult(model, metrics, seconds, len(x_train), kept_epoch(metrics, recipe))

@@ -1,0 +1,109 @@
+"""download and preprocess on a user's own images (folder and zip), and a failed preprocess that keeps what it had."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+
+from cnnlab.config import parse_params
+from cnnlab.files import sha256_file
+from cnnlab.stage import Paths
+from conftest import ROOT, load_stage
+from test_loaders import image_tree, png
+
+
+def own_data_params(source: Path) -> dict:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["data"]["custom"] = {"pets": {"path": str(source), "image_size": [8, 8], "channels": 3}}
+    raw["experiments"]["OWN"] = {"dataset": "pets", "model": "F1", "validation": 0.5, "epochs": 1}
+    raw["experiment"] = "OWN"
+    return raw
+
+
+def own_tree() -> dict[str, bytes]:
+    """The loader tests' tree plus enough training images for a stratified validation split."""
+    extra = {
+        f"train/{cls}/extra{i}.png": data
+        for cls, data in [("cat", png((200, 0, 0))), ("dog", png((0, 0, 200)))]
+        for i in range(3)
+    }
+    return {**image_tree(), **extra}
+
+
+def write_tree(folder: Path) -> Path:
+    for name, data in own_tree().items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def zip_tree(archive: Path) -> Path:
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name, data in own_tree().items():
+            zf.writestr(f"pets/{name}", data)
+    return archive
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_own_images_go_through_download_and_preprocess(tmp_path: Path, as_zip: bool) -> None:
+    source = zip_tree(tmp_path / "pets.zip") if as_zip else write_tree(tmp_path / "pets")
+    project = tmp_path / "project"
+    params, paths = parse_params(own_data_params(source)), Paths(project)
+    load_stage("download").main(params, paths)
+    load_stage("preprocess").main(params, paths)
+    meta = json.loads((paths.prepared("pets") / "meta.json").read_text())
+    assert meta["classes"] == ["cat", "dog"]
+    assert meta["image_shape"] == [8, 8, 3]
+    assert meta["counts"] == {"train": 4, "val": 5, "test": 4}  # 9 readable training images, half held out
+    assert sorted(Path(s["file"]).name for s in meta["skipped"]) == ["broken.jpg", "grey.png"]
+    runs = mlflow.search_runs(experiment_names=["cnnlab"], order_by=["start_time ASC"])
+    assert runs["tags.stage"].tolist() == ["download", "preprocess"]
+    assert runs["metrics.skipped_images"].tolist()[1] == 2
+    with np.load(paths.prepared("pets") / "test.npz") as test:
+        assert test["x"].shape == (4, 8, 8, 3) and test["x"].dtype == np.uint8
+
+
+def test_removed_own_images_disappear_from_the_copy(tmp_path: Path) -> None:
+    source = write_tree(tmp_path / "pets")
+    params, paths = parse_params(own_data_params(source)), Paths(tmp_path / "project")
+    load_stage("download").main(params, paths)
+    (source / "train" / "dog" / "grey.png").unlink()
+    load_stage("download").main(params, paths)
+    assert not (paths.raw / "pets" / "train" / "dog" / "grey.png").exists()
+    assert (paths.raw / "pets" / "train" / "cat" / "a.png").exists()
+
+
+def test_failed_preprocess_keeps_the_previous_arrays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    params, paths = parse_params(own_data_params(write_tree(tmp_path / "pets"))), Paths(tmp_path / "project")
+    load_stage("download").main(params, paths)
+    preprocess = load_stage("preprocess")
+    preprocess.main(params, paths)
+    outputs = sorted(paths.prepared("pets").iterdir())
+    before = {p: sha256_file(p) for p in outputs}
+
+    def broken_split(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(preprocess, "describe", broken_split)
+    with pytest.raises(OSError, match="disk full"):
+        preprocess.main(params, paths)
+    assert {p: sha256_file(p) for p in sorted(paths.prepared("pets").iterdir())} == before
+    assert not [p for p in paths.root.iterdir() if p.name.startswith(".staging-")]
+    runs = mlflow.search_runs(experiment_names=["cnnlab"], order_by=["start_time ASC"])
+    assert runs["status"].tolist() == ["FINISHED", "FINISHED", "FAILED"]
+
+
+def test_own_images_without_a_test_split_fail_clearly(tmp_path: Path) -> None:
+    source = write_tree(tmp_path / "pets")
+    for image in (source / "test").rglob("*.*"):
+        image.unlink()
+    params, paths = parse_params(own_data_params(source)), Paths(tmp_path / "project")
+    load_stage("download").main(params, paths)
+    with pytest.raises(ValueError, match="pets: no test split found"):
+        load_stage("preprocess").main(params, paths)
