@@ -107,3 +107,14 @@ def test_own_images_without_a_test_split_fail_clearly(tmp_path: Path) -> None:
     load_stage("download").main(params, paths)
     with pytest.raises(ValueError, match="pets: no test split found"):
         load_stage("preprocess").main(params, paths)
+
+
+def test_too_few_images_for_a_stratified_split_is_a_clear_error() -> None:
+    from cnnlab.loaders import DataFormatError
+    from cnnlab.prepare import Prepared, with_validation
+
+    x = np.zeros((3, 8, 8, 3), np.uint8)
+    tiny = Prepared({"train": (x, np.array([0, 0, 1])), "test": (x, np.array([0, 1, 1]))}, ["a", "b"])
+    with pytest.raises(DataFormatError, match="a class has only 1 training image"):
+        with_validation(tiny, 0.5, seed=0)
+    assert "val" not in with_validation(tiny, "test", seed=0).splits
