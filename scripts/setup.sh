@@ -4,12 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then
+# Debian packages: Fashion-MNIST's official files, and Graphviz for plot_model's architecture diagrams.
+if { [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v dot >/dev/null; } && command -v apt-get >/dev/null; then
   if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; else sudo="none"; fi
   if [ "$sudo" != none ]; then
-    echo "setup: installing Debian's dataset-fashion-mnist"
-    { $sudo apt-get update -qq && $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null; } ||
-      echo "setup: apt-get could not install dataset-fashion-mnist"
+    echo "setup: installing Debian's dataset-fashion-mnist and graphviz"
+    { $sudo apt-get update -qq && $sudo apt-get install -y -qq dataset-fashion-mnist graphviz >/dev/null; } ||
+      echo "setup: apt-get could not install dataset-fashion-mnist and graphviz"
   fi
 fi
 [ -d /usr/share/datasets/fashion-mnist ] ||

@@ -31,13 +31,18 @@ def raw_record(paths: stage.Paths, name: str) -> dict:
 def main(params: Params, paths: stage.Paths) -> None:
     experiment = params.experiments[params.experiment]
     name, out_dir = experiment.dataset, paths.prepared(experiment.dataset)
-    logged = {"dataset": name, "validation": experiment.validation, "seed": params.seed}
+    logged = {
+        "dataset": name,
+        "validation": experiment.validation,
+        "stratify": experiment.stratify,
+        "seed": params.seed,
+    }
     with stage.mlflow_run("preprocess", params, paths, None, logged):
         with staged_outputs(paths.root) as out:
             source = raw_record(paths, name)
             log.info("reading %s (%s)", name, source["format"])
             raw = read_raw(name, paths.raw / name, source["format"], params.data.custom.get(name))
-            prepared = with_validation(raw, experiment.validation, params.seed)
+            prepared = with_validation(raw, experiment.validation, params.seed, experiment.stratify)
             meta = describe(prepared, name, experiment.validation, params.seed)
             meta["source"] = source
             meta["sha256"] = {s: save_split(out.path(out_dir / f"{s}.npz"), a) for s, a in prepared.splits.items()}

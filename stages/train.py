@@ -8,6 +8,7 @@ import cnnlab  # noqa: F401
 import io
 import json
 import logging
+from pathlib import Path
 
 import keras
 import mlflow
@@ -18,6 +19,7 @@ from cnnlab import stage
 from cnnlab.config import Params
 from cnnlab.files import staged_outputs, write_json, write_text, write_with
 from cnnlab.plots import training_curves
+from cnnlab.predict import model_card_path
 from cnnlab.prepare import load_split
 from cnnlab.splits import stratified_subsample
 from cnnlab.training import TrainResult, fit, seeded_model
@@ -36,6 +38,16 @@ def history_csv(history: dict[str, list[float]]) -> str:
     rows = [",".join(["epoch", *keys])]
     rows += [",".join([str(i + 1), *(f"{history[k][i]:.6f}" for k in keys)]) for i in range(len(history[keys[0]]))]
     return "\n".join(rows) + "\n"
+
+
+def architecture_diagram(model: keras.Model, path: Path) -> list[Path]:
+    """`plot_model(show_shapes=True)` as a PNG; none (with a warning) where Graphviz is not installed."""
+    try:
+        keras.utils.plot_model(model, to_file=str(path), show_shapes=True, show_layer_names=True)
+    except (ImportError, OSError) as exc:
+        log.warning("no model diagram: %s (install Graphviz: apt-get install graphviz)", exc)
+        return []
+    return [path] if path.is_file() else []
 
 
 def summary_metrics(result: TrainResult) -> dict[str, float | int]:
@@ -84,13 +96,21 @@ def main(params: Params, paths: stage.Paths) -> None:
         model_path = paths.model(exp_id)
         write_with(out.path(model_path), model.save)
         title = f"{exp_id} ({recipe.model} on {recipe.dataset})"
+        card = {
+            "experiment": exp_id,
+            "dataset": recipe.dataset,
+            "classes": classes,
+            "input_shape": list(x_train.shape[1:]),
+        }
         artifacts = [
+            write_json(out.path(model_card_path(model_path)), card),
             write_text(out.path(model_path.with_suffix(".summary.txt")), summary_text(model)),
             training_curves(result.history, title, out.path(paths.plots / "training_curves.png")),
             write_text(out.path(paths.plots / "history.csv"), history_csv(result.history)),
             write_json(out.path(paths.metrics / "train.json"), {"experiment": exp_id, **metrics}),
         ]
-        for artifact in artifacts:
+        diagram = architecture_diagram(model, out.folder / "model.png")
+        for artifact in [*artifacts, *diagram]:
             mlflow.log_artifact(str(artifact))
         if params.mlflow.log_model:
             sample = x_train[:4].astype(np.float32)

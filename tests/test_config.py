@@ -63,7 +63,7 @@ def test_project_params_are_valid() -> None:
         ),
         (lambda p: p["experiments"]["F1"].update(augmentation={"brightness_range": [1.2, 0.8]}), r"low <= high"),
         (lambda p: p.pop("experiment"), r"experiment: required key is missing"),
-        (lambda p: p.update(experiment="Z1"), r"unknown experiment 'Z1'; allowed: F1"),
+        (lambda p: p.update(experiment="Z1"), r"unknown experiment 'Z1'; allowed: F0, F1, F2"),
         (lambda p: p.update(budget="huge"), r"budget: Input should be 'quick' or 'full'"),
         (lambda p: p["experiments"]["F1"].update(validation=1.5), r"between 0 and 1"),
         (lambda p: p["experiments"]["F1"]["optimizer"].update(name="adamax2"), r"optimizer\.name: Input should be"),
@@ -105,3 +105,33 @@ def test_loss_is_chosen_from_the_number_of_classes() -> None:
     assert recipe.loss is None
     assert recipe.loss_for(10) == "sparse_categorical_crossentropy"
     assert recipe.loss_for(2) == "binary_crossentropy"
+
+
+def test_every_registered_experiment_builds_its_model_with_a_fitting_head() -> None:
+    from cnnlab.datasets import DATASETS
+    from cnnlab.models import build_model
+
+    params = load_params(ROOT / "params.yaml")
+    assert {"F0", "F1", "F2", "F3", "M0", "M1", "M2", "M3", "M4", "C1", "C2", "C5", "C6", "D1", "D2"} <= set(
+        params.experiments
+    )
+    for name, experiment in params.experiments.items():
+        spec = DATASETS[experiment.dataset]
+        model = build_model(experiment.model, spec.image_shape, len(spec.classes), **experiment.model_options)
+        binary = experiment.loss_for(len(spec.classes)) == "binary_crossentropy"
+        assert model.output_shape[-1] == (1 if binary else len(spec.classes)), name
+        for budget in ("quick", "full"):
+            assert experiment.recipe(budget).epochs > 0
+
+
+def test_f2_split_is_the_seeds_train_test_split() -> None:
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from cnnlab.splits import stratified_split
+
+    labels = np.random.default_rng(0).integers(0, 10, 1000)
+    kept, held = stratified_split(labels, 0.2, seed=42, stratify=False)
+    seed_train, seed_val = train_test_split(np.arange(1000), test_size=0.2, random_state=42)
+    np.testing.assert_array_equal(held, np.sort(seed_val))
+    np.testing.assert_array_equal(kept, np.sort(seed_train))

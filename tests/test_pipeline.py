@@ -86,7 +86,8 @@ def test_train_run_has_epochs_params_artifacts_and_model(repro) -> None:
     assert [m.step for m in history] == [0]  # one epoch on the tiny budget
     assert train["params.optimizer.name"] == "adam" and train["params.epochs"] == "1"
     artifacts = {a.path for a in client.list_artifacts(train["run_id"])}
-    assert {"training_curves.png", "history.csv", "train.json", "F1.summary.txt"} <= artifacts
+    expected = {"training_curves.png", "history.csv", "train.json", "F1.summary.txt", "F1.meta.json", "model.png"}
+    assert expected <= artifacts
     models = mlflow.search_logged_models(experiment_ids=[train["experiment_id"]], output_format="list")
     assert [m.source_run_id for m in models] == [train["run_id"]]
     assert models[0].model_id  # logged with a signature: loading it back needs nothing else

@@ -11,7 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import mlflow
+import numpy as np
 import pytest
 import yaml
 
@@ -146,3 +148,47 @@ def test_kept_epoch_follows_the_callback_that_restored_weights() -> None:
     assert kept_epoch(history, f1_recipe(callbacks=stop)) == 1
     checkpoint = {"checkpoint_best": True, "checkpoint_monitor": "val_accuracy"}
     assert kept_epoch(history, f1_recipe(callbacks=checkpoint)) == 2
+
+
+def test_saved_and_reloaded_model_gives_the_same_test_metrics(fashion: dict, tmp_path: Path) -> None:
+    """Seed 004, programs 6-4b / 6-5: save the trained model, load it back, score it again."""
+    recipe = f1_recipe(epochs=1, budgets={})
+    model = seeded_model(recipe, (28, 28, 1), 10, seed=3)
+    fit(model, recipe, subset(fashion["train"], 2000), subset(fashion["test"], 200), 10, seed=3, verbose=0)
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.models.load_model(tmp_path / "m.keras")
+    x_test, y_test = subset(fashion["test"], 1000, seed=2)
+    classes = [str(i) for i in range(10)]
+    first, again = (evaluate(m, x_test, y_test, classes, recipe.loss_for(10)) for m in (model, reloaded))
+    assert (first.loss, first.accuracy) == (again.loss, again.accuracy)
+    np.testing.assert_array_equal(first.predicted, again.predicted)
+
+
+def test_train_stage_writes_model_card_and_diagram_and_predict_uses_them(tiny_project, fashion, capsys) -> None:
+    from PIL import Image
+
+    from cnnlab.cli import main as cli
+
+    root, params = tiny_project
+    load_stage("train").main(params, Paths(root))
+    capsys.readouterr()  # training's progress lines
+    card = json.loads((root / "models" / "F1.meta.json").read_text())
+    assert card["classes"] == list(range(10)) and card["input_shape"] == [28, 28, 1]
+    run = mlflow.search_runs(experiment_names=["cnnlab"]).iloc[0]
+    assert "model.png" in {a.path for a in mlflow.MlflowClient().list_artifacts(run["run_id"])}
+
+    image = root / "shoe.png"
+    Image.fromarray(fashion["test"][0][0][..., 0]).save(image)
+    chart = root / "bars.png"
+    assert cli(["predict", str(root / "models" / "F1.keras"), str(image), "--top", "2", "--chart", str(chart)]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith(f"{image}: ") and line.count("%") == 2
+    assert chart.stat().st_size > 0
+
+    Image.new("L", (32, 32)).save(root / "big.png")
+    (root / "notes.txt").write_text("not an image")
+    assert cli(["predict", str(root / "models" / "F1.keras"), str(root / "big.png")]) == 2
+    assert "is 32x32 but the model takes 28x28" in capsys.readouterr().err
+    assert cli(["predict", str(root / "models" / "F1.keras"), str(root / "notes.txt")]) == 2
+    assert "not an image file" in capsys.readouterr().err
+    assert cli(["predict", str(root / "models" / "F1.keras"), str(root / "big.png"), "--resize"]) == 0

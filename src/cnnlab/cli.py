@@ -10,6 +10,7 @@ from pathlib import Path
 from cnnlab.config import ParamsError, load_params
 from cnnlab.datasets import DATASETS
 from cnnlab.models import MODELS
+from cnnlab.predict import PredictInputError
 from cnnlab.tracking import ARTIFACTS_DIR, tracking_uri, use_experiment
 
 
@@ -28,7 +29,7 @@ def show(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     print("experiments:")
     for name, exp in params.experiments.items():
-        print(f"  {name:4} {exp.model:4} on {exp.dataset:14} {exp.description}")
+        print(f"  {name:10} {exp.model:3} on {exp.dataset:13} {exp.description}")
     print("models:   ", ", ".join(MODELS))
     print("data sets:", ", ".join([*DATASETS, *params.data.custom]))
     return 0
@@ -56,6 +57,30 @@ def ui(args: argparse.Namespace) -> int:
     return subprocess.call(command)
 
 
+def predict(args: argparse.Namespace) -> int:
+    """Top classes of each image, and optionally a bar chart of the first image's probabilities."""
+    import keras
+
+    from cnnlab.plots import probability_bars
+    from cnnlab.predict import load_classes, predict
+
+    model_path = Path(args.model)
+    if not model_path.suffix:  # an experiment id
+        model_path = Path("models") / f"{args.model}.keras"
+    if not model_path.is_file():
+        raise PredictInputError(f"{model_path}: no such model; train it with `dvc repro` or pass a .keras file")
+    model = keras.models.load_model(model_path)
+    results = predict(model, [Path(p) for p in args.images], resize=args.resize)
+    classes = load_classes(model_path, results[0].probabilities.size)
+    for result in results:
+        ranked = ", ".join(f"{name} {p:.1%}" for name, p in result.top(classes, args.top))
+        print(f"{result.path}: {ranked}")
+    if args.chart:
+        first = results[0]
+        print("chart:", probability_bars(first.probabilities, classes, first.path.name, Path(args.chart)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cnnlab", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="path to params.yaml")
@@ -65,10 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     ui_parser = commands.add_parser("ui", help="open the MLflow UI on this project's runs")
     ui_parser.add_argument("--port", type=int, default=5000)
     ui_parser.set_defaults(run=ui)
+    predict_parser = commands.add_parser("predict", help="classify image files with a trained model")
+    predict_parser.add_argument("model", help="an experiment id (models/<id>.keras) or a .keras file")
+    predict_parser.add_argument("images", nargs="+", help="image files")
+    predict_parser.add_argument("--top", type=int, default=3, help="how many classes to show (default 3)")
+    predict_parser.add_argument("--chart", help="save a bar chart of the first image's class probabilities here")
+    predict_parser.add_argument("--resize", action="store_true", help="resize images to the model's input size")
+    predict_parser.set_defaults(run=predict)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except ParamsError as exc:
+    except (ParamsError, PredictInputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -92,6 +92,8 @@ class Experiment(Strict):
     # Fraction of the training split held out for validation (stratified, seeded),
     # or "test" to validate on the test set as several seeds do.
     validation: float | Literal["test"] = 0.2
+    # False: a plain seeded random split, as `train_test_split(..., random_state=seed)` makes it
+    stratify: bool = True
     optimizer: Optimizer = Optimizer()
     # None: chosen from the number of classes (sigmoid + binary CE for two, softmax + sparse CE for more)
     loss: Loss | None = None

@@ -170,6 +170,62 @@ def cats_dogs_cnn(input_shape: Sequence[int], num_classes: int, dropout: float =
     return _sequential("D1", input_shape, body)
 
 
+@register("D2")
+def cats_dogs_dropout(input_shape: Sequence[int], num_classes: int, dropout: float = 0.5) -> keras.Model:
+    """D1 with Dropout(0.5) before the dense layers (Chollet; trained with augmentation)."""
+    model = cats_dogs_cnn(input_shape, num_classes, dropout=dropout)
+    model.name = "D2"
+    return model
+
+
+C5_VARIANTS = ("plain", "l2", "dropout", "batchnorm")
+
+
+@register("C5")
+def cifar_blocks(
+    input_shape: Sequence[int],
+    num_classes: int,
+    variant: str = "plain",
+    filters: Sequence[int] = (32, 64, 128),
+    l2: float = 0.001,
+    dropout: float = 0.2,
+) -> keras.Model:
+    """Seed 000's CIFAR-10 network: same-padded Conv2D pairs + MaxPool2D per block, Dense(256).
+
+    Inputs are standardized per channel by a Normalization layer that the
+    training code adapts on the training split only (the seed's
+    `(x - mean) / std` with train statistics). The variants are the seed's
+    remedies for overfitting: `l2` (kernel_regularizer=l2(0.001) on every conv),
+    `dropout` (Dropout(0.2) after every block) and `batchnorm` (Conv ->
+    BatchNormalization -> Activation('relu')).
+    """
+    if variant not in C5_VARIANTS:
+        raise ValueError(f"C5 variant {variant!r} unknown; allowed: {', '.join(C5_VARIANTS)}")
+    regularizer = keras.regularizers.L2(l2) if variant == "l2" else None
+    body: list[layers.Layer] = [layers.Normalization(axis=-1, name="standardize")]
+    for width in filters:
+        for _ in range(2):
+            if variant == "batchnorm":
+                body += [
+                    layers.Conv2D(width, 3, padding="same"),
+                    layers.BatchNormalization(),
+                    layers.Activation("relu"),
+                ]
+            else:
+                body += [layers.Conv2D(width, 3, padding="same", activation="relu", kernel_regularizer=regularizer)]
+        body += [layers.MaxPooling2D(2, 2, padding="same")]
+        body += [layers.Dropout(dropout)] if variant == "dropout" else []
+    body += [layers.Flatten(), layers.Dense(256, activation="relu"), _head(num_classes)]
+    return keras.Sequential([keras.Input(shape=tuple(input_shape)), *body], name=f"C5_{variant}")
+
+
+def adapt_normalization(model: keras.Model, images: object) -> None:
+    """Fit every Normalization layer's mean and variance on `images` (the training split only)."""
+    for layer in model.layers:
+        if isinstance(layer, layers.Normalization):
+            layer.adapt(images)
+
+
 def build_model(name: str, input_shape: Sequence[int], num_classes: int, **options: object) -> keras.Model:
     """Build a zoo model by name; unknown names or options fail with the allowed values."""
     if name not in MODELS:

@@ -56,18 +56,18 @@ def read_raw(dataset: str, raw_dir: Path, fmt: str, custom: CustomDataset | None
     raise loaders.DataFormatError(f"{dataset}: no reader for format {fmt!r}")
 
 
-def with_validation(prepared: Prepared, validation: float | str, seed: int) -> Prepared:
-    """Hold out a stratified, seeded validation split unless the data ships one or the test set serves."""
+def with_validation(prepared: Prepared, validation: float | str, seed: int, stratify: bool = True) -> Prepared:
+    """Hold out a seeded (by default stratified) validation split unless the data ships one or the test set serves."""
     splits = dict(prepared.splits)
     if "val" not in splits and validation != "test":
         x, y = splits["train"]
         smallest = np.bincount(y).min()
-        if smallest * float(validation) < 1 or smallest * (1 - float(validation)) < 1:
+        if stratify and (smallest * float(validation) < 1 or smallest * (1 - float(validation)) < 1):
             raise loaders.DataFormatError(
                 f"cannot hold out a stratified {validation:.0%} validation split: a class has only {smallest} "
                 "training image(s); add images, change `validation`, or set `validation: test`"
             )
-        kept, held = stratified_split(y, float(validation), seed)
+        kept, held = stratified_split(y, float(validation), seed, stratify)
         splits["train"], splits["val"] = (x[kept], y[kept]), (x[held], y[held])
     return Prepared(splits, prepared.classes, prepared.skipped)
 

@@ -6,10 +6,16 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (kept, held_out) with `fraction` of every class held out; same seed, same split."""
+def stratified_split(
+    labels: np.ndarray, fraction: float, seed: int, stratify: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held_out) with `fraction` of every class held out; same seed, same split.
+
+    With `stratify=False` the split is exactly `train_test_split(x, test_size=fraction,
+    random_state=seed)`, as seed 003 (F2) makes it.
+    """
     index = np.arange(len(labels))
-    kept, held = train_test_split(index, test_size=fraction, random_state=seed, stratify=labels)
+    kept, held = train_test_split(index, test_size=fraction, random_state=seed, stratify=labels if stratify else None)
     return np.sort(kept), np.sort(held)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from cnnlab import backend
 from cnnlab.augment import build_augmenter
 from cnnlab.config import Experiment
-from cnnlab.models import build_model
+from cnnlab.models import adapt_normalization, build_model
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,9 @@ def fit(
     at the end, as the seeds' ModelCheckpoint(save_best_only=True) reload does.
     """
     backend.seed_everything(seed)
-    compile_model(model, recipe, num_classes)
     (x_train, y_train), (x_val, y_val) = train, validation
+    adapt_normalization(model, x_train.astype("float32"))
+    compile_model(model, recipe, num_classes)
     y_train = encode_labels(y_train, recipe.loss_for(num_classes), num_classes)
     y_val = encode_labels(y_val, recipe.loss_for(num_classes), num_classes)
     with tempfile.TemporaryDirectory(prefix="cnnlab-ckpt-") as tmp:
