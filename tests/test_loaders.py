@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab.loaders import DataFormatError, load_cifar_python, load_idx, load_idx_folder, load_image_folder
+from cnnlab.loaders import (
+    DataFormatError,
+    load_cifar_python,
+    load_idx,
+    load_idx_folder,
+    load_image_folder,
+    load_mnist_npz,
+)
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -136,3 +143,18 @@ def test_cifar_python_batches(tmp_path: Path) -> None:
     first = batches["data_batch_1"][0][0]
     assert splits["train"][0][0, 0, 1].tolist() == [first[1], first[1024 + 1], first[2048 + 1]]
     assert splits["test"][1].tolist() == batches["test_batch"][1]
+
+
+def test_keras_mnist_npz(tmp_path: Path) -> None:
+    """The online MNIST layout: Keras' mnist.npz with x_train, y_train, x_test, y_test."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
+        "y_train": np.arange(5),
+        "x_test": rng.integers(0, 256, (3, 28, 28), dtype=np.uint8),
+        "y_test": np.arange(3),
+    }
+    np.savez(tmp_path / "mnist.npz", **arrays)
+    splits = load_mnist_npz(tmp_path / "mnist.npz")
+    assert splits["train"][0].shape == (5, 28, 28, 1) and splits["test"][1].tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(splits["train"][0][..., 0], arrays["x_train"])

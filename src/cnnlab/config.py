@@ -71,10 +71,6 @@ class Augmentation(Strict):
             raise ValueError(f"must be [low, high] with 0 <= low <= high (1 = unchanged), got {list(value)}")
         return value
 
-    @property
-    def enabled(self) -> bool:
-        return self != Augmentation()
-
 
 class BudgetOverride(Strict):
     """What a budget changes in an experiment's recipe (unset keeps the recipe's value)."""
