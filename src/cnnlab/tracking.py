@@ -115,10 +115,29 @@ def stage_run(
     exp = use_experiment(tracking_experiment, root)
     previous = {sig: signal.signal(sig, _raise_on_signal) for sig in STOP_SIGNALS}
     try:
-        # start_run's context manager ends the run FAILED on any exception, KeyboardInterrupt included.
-        with mlflow.start_run(experiment_id=exp, run_name=f"{stage}@{experiment_id}", tags=tags) as run:
+        run = mlflow.start_run(experiment_id=exp, run_name=f"{stage}@{experiment_id}", tags=tags)
+        try:
             mlflow.log_params(flatten(params))
             yield run
+        except BaseException:
+            for sig in STOP_SIGNALS:  # a second stop request must not interrupt the bookkeeping
+                signal.signal(sig, signal.SIG_IGN)
+            _mark_failed(run.info.run_id)
+            raise
+        mlflow.end_run()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _mark_failed(run_id: str) -> None:
+    """End the run FAILED, writing the status directly if the fluent API cannot.
+
+    A stop signal can land inside MLflow's own (asynchronous) logging, after
+    which `end_run` may raise; the run must still not be left RUNNING.
+    """
+    with contextlib.suppress(Exception):
+        mlflow.end_run(status="FAILED")
+    client = mlflow.MlflowClient()
+    if client.get_run(run_id).info.status != "FAILED":
+        client.set_terminated(run_id, status="FAILED")
