@@ -12,5 +12,5 @@ if [ -z "${CNNLAB_DATA_MIRROR:-}" ] && [ -d ../shared/datasets ]; then
 fi
 cnnlab check
 dvc repro
-dvc metrics show metrics/train.json metrics/evaluate.json
+cat reports/reproduction.md
 echo "Runs are in MLflow: open them with 'source .venv/bin/activate && cnnlab ui' (http://127.0.0.1:5000)"

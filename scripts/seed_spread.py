@@ -1,24 +1,25 @@
 """How much does an experiment's test accuracy move with the random seed?
 
-Trains the configured experiment (params.yaml, its budget) once per seed on the
-prepared split that `dvc repro` made, and prints each test accuracy and their
-spread. Run after `dvc repro preprocess`:
+Trains one experiment of params.yaml (on its budget) once per seed, on the
+split the pipeline uses (held out with params.yaml's seed, so only the
+training seed changes), and prints each test accuracy and their spread. Run
+after `dvc repro preprocess@<data set>`:
 
-    python scripts/seed_spread.py 42 1 2          # the seeds to try
-    python scripts/seed_spread.py --budget full 42 1 2
+    python scripts/seed_spread.py 42 1 2                        # F1, the seeds to try
+    python scripts/seed_spread.py --experiment M2 --budget full 42 1 2
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 import cnnlab  # noqa: F401  (quiets TensorFlow before it loads)
 from cnnlab.config import load_params
 from cnnlab.evaluation import evaluate
-from cnnlab.prepare import load_split
+from cnnlab.prepare import load_split, read_meta, training_splits
+from cnnlab.splits import stratified_subsample
 from cnnlab.stage import Paths
 from cnnlab.training import fit, seeded_model
 
@@ -26,15 +27,20 @@ from cnnlab.training import fit, seeded_model
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("seeds", type=int, nargs="+")
-    parser.add_argument("--budget", choices=["quick", "full"], help="default: the budget in params.yaml")
+    parser.add_argument("--experiment", default="F1", help="an experiment id of params.yaml (default F1)")
+    parser.add_argument("--budget", choices=["quick", "full"], help="default: the experiment's budget in params.yaml")
     args = parser.parse_args()
     params = load_params()
-    budget = args.budget or params.budget
-    recipe = params.experiments[params.experiment].recipe(budget)
+    budget = args.budget or params.budget_of(args.experiment)
+    recipe = params.experiment(args.experiment).recipe(budget)
     folder = Paths(Path.cwd()).prepared(recipe.dataset)
-    classes = json.loads((folder / "meta.json").read_text())["classes"]
-    train, test = load_split(folder / "train.npz"), load_split(folder / "test.npz")
-    validation = test if recipe.validation == "test" else load_split(folder / "val.npz")
+    classes = read_meta(folder)["classes"]
+    train, validation = training_splits(folder, recipe.validation, params.seed, recipe.stratify)
+    limit = params.experiment(args.experiment).train_samples(budget)
+    if limit:
+        keep = stratified_subsample(train[1], limit, params.seed)
+        train = train[0][keep], train[1][keep]
+    test = load_split(folder / "test.npz")
     scores = []
     for seed in args.seeds:
         model = seeded_model(recipe, train[0].shape[1:], len(classes), seed)
@@ -42,7 +48,7 @@ def main() -> None:
         accuracy = evaluate(result.model, *test, classes, recipe.loss_for(len(classes))).accuracy
         scores.append(accuracy)
         print(
-            f"{params.experiment} ({budget}) seed {seed}: test accuracy {accuracy:.4f}, {result.seconds:.0f} s",
+            f"{args.experiment} ({budget}) seed {seed}: test accuracy {accuracy:.4f}, {result.seconds:.0f} s",
             flush=True,
         )
     if len(scores) > 1:

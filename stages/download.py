@@ -1,5 +1,5 @@
 # ruff: noqa: I001  (cnnlab is imported first: it quiets TensorFlow before TensorFlow loads)
-"""download stage: bring each data set the configured experiment needs into data/raw/, verified."""
+"""download stage: bring one data set into data/raw/<name>/, verified, and record where it came from."""
 
 from __future__ import annotations
 
@@ -47,18 +47,15 @@ def fetch_builtin(name: str, params: Params, paths: stage.Paths) -> Fetched:
     return fetch(DATASETS[name], sources, paths.raw / name)
 
 
-def main(params: Params, paths: stage.Paths) -> None:
+def main(params: Params, paths: stage.Paths, name: str) -> None:
+    params.check_dataset(name)
     logged = params.data.model_dump(mode="json")
-    with stage.mlflow_run("download", params, paths, None, logged), staged_outputs(paths.root) as out:
-        fetched = {
-            name: (fetch_custom if name in params.data.custom else fetch_builtin)(name, params, paths)
-            for name in params.datasets_needed()
-        }
-        mlflow.set_tag("data_hash", combined_hash(d for f in fetched.values() for d in f.files.values()))
-        for name, f in fetched.items():
-            mlflow.set_tag(f"source.{name}", f"{f.source}: {f.location}")
-            mlflow.set_tag(f"format.{name}", f.format)
-        record = write_json(out.path(paths.raw / "sources.json"), {n: f.to_dict() for n, f in fetched.items()})
+    with stage.mlflow_run("download", name, params, paths, None, logged), staged_outputs(paths.root) as out:
+        fetched = (fetch_custom if name in params.data.custom else fetch_builtin)(name, params, paths)
+        mlflow.set_tag("data_hash", combined_hash(fetched.files.values()))
+        mlflow.set_tag("source", f"{fetched.source}: {fetched.location}")
+        mlflow.set_tag("format", fetched.format)
+        record = write_json(out.path(paths.source_record(name)), fetched.to_dict())
         mlflow.log_artifact(str(record))
 
 

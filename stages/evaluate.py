@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import cnnlab  # noqa: F401
 
-import json
 import logging
 
 import keras
@@ -18,7 +17,7 @@ from cnnlab.evaluation import evaluate
 from cnnlab.files import staged_outputs, write_json, write_text
 from cnnlab.plots import confusion_matrix_png, image_grid
 from cnnlab.tracking import safe_metric_name
-from cnnlab.prepare import load_split
+from cnnlab.prepare import load_split, read_meta
 
 log = logging.getLogger("cnnlab.evaluate")
 MISCLASSIFIED_SHOWN = 24
@@ -40,17 +39,18 @@ def per_class_metrics(per_class: dict[str, dict[str, float]], classes: list[str]
     }
 
 
-def main(params: Params, paths: stage.Paths) -> None:
-    exp_id, recipe = params.experiment, params.current
+def main(params: Params, paths: stage.Paths, exp_id: str) -> None:
+    recipe = params.recipe(exp_id)
     model_path = paths.model(exp_id)
     if not model_path.is_file():
-        raise FileNotFoundError(f"{model_path} not found: run the train stage first (`dvc repro train`)")
+        raise FileNotFoundError(f"{model_path} not found: run the train stage first (`dvc repro train@{exp_id}`)")
     prepared = paths.prepared(recipe.dataset)
-    classes = json.loads((prepared / "meta.json").read_text())["classes"]
+    classes = read_meta(prepared)["classes"]
     x_test, y_test = load_split(prepared / "test.npz")
     logged = {"experiment": exp_id, "model_file": str(model_path.relative_to(paths.root)), "test_samples": len(y_test)}
+    metrics_dir, plots_dir = paths.metrics(exp_id), paths.plots(exp_id)
     with (
-        stage.mlflow_run("evaluate", params, paths, paths.data_hash(recipe.dataset), logged),
+        stage.mlflow_run("evaluate", exp_id, params, paths, paths.data_hash(recipe.dataset), logged),
         staged_outputs(paths.root) as out,
     ):
         model = keras.models.load_model(model_path)
@@ -59,20 +59,20 @@ def main(params: Params, paths: stage.Paths) -> None:
         mlflow.log_metrics({**metrics, **per_class_metrics(result.per_class, classes)})
         wrong = np.flatnonzero(result.predicted != y_test)[:MISCLASSIFIED_SHOWN]
         outputs = [
-            write_json(out.path(paths.metrics / "evaluate.json"), {"experiment": exp_id, **metrics}),
-            write_json(out.path(paths.metrics / "classification_report.json"), result.per_class),
-            write_text(out.path(paths.plots / "confusion.csv"), confusion_csv(y_test, result.predicted, classes)),
+            write_json(out.path(metrics_dir / "evaluate.json"), {"experiment": exp_id, **metrics}),
+            write_json(out.path(metrics_dir / "classification_report.json"), result.per_class),
+            write_text(out.path(plots_dir / "confusion.csv"), confusion_csv(y_test, result.predicted, classes)),
             confusion_matrix_png(
                 result.confusion,
                 classes,
                 f"{exp_id}: test confusion matrix",
-                out.path(paths.plots / "confusion_matrix.png"),
+                out.path(plots_dir / "confusion_matrix.png"),
             ),
             image_grid(
                 x_test[wrong],
                 [f"{classes[y_test[i]]} → {classes[result.predicted[i]]}" for i in wrong],
                 f"{exp_id}: misclassified test images (true → predicted)",
-                out.path(paths.plots / "misclassified.png"),
+                out.path(plots_dir / "misclassified.png"),
             ),
         ]
         for path in outputs:

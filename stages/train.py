@@ -1,12 +1,11 @@
 # ruff: noqa: I001  (cnnlab is imported first: it quiets TensorFlow before TensorFlow loads)
-"""train stage: fit the experiment named in params and save the model, its history and curves."""
+"""train stage: fit one experiment of the registry and save the model, its history and curves."""
 
 from __future__ import annotations
 
 import cnnlab  # noqa: F401
 
 import io
-import json
 import logging
 from pathlib import Path
 
@@ -15,12 +14,12 @@ import mlflow
 import numpy as np
 from mlflow.models import infer_signature
 
-from cnnlab import stage
+from cnnlab import backend, stage
 from cnnlab.config import Params
 from cnnlab.files import staged_outputs, write_json, write_text, write_with
 from cnnlab.plots import training_curves
 from cnnlab.predict import model_card_path
-from cnnlab.prepare import load_split
+from cnnlab.prepare import read_meta, training_splits
 from cnnlab.splits import stratified_subsample
 from cnnlab.training import TrainResult, fit, seeded_model
 
@@ -67,26 +66,35 @@ def summary_metrics(result: TrainResult) -> dict[str, float | int]:
     }
 
 
-def main(params: Params, paths: stage.Paths) -> None:
-    exp_id, recipe = params.experiment, params.current
+def describe_run(exp_id: str, meta: dict, budget: str) -> dict[str, str]:
+    """What the report needs besides the scores: which data (and from which source), budget and hardware."""
+    return {
+        "experiment": exp_id,
+        "dataset": meta["dataset"],
+        "data_format": meta["source"]["format"],
+        "budget": budget,
+        "device": backend.device(),
+    }
+
+
+def main(params: Params, paths: stage.Paths, exp_id: str) -> None:
+    recipe, budget = params.recipe(exp_id), params.budget_of(exp_id)
     prepared = paths.prepared(recipe.dataset)
-    if not (prepared / "meta.json").is_file():
-        raise FileNotFoundError(f"{prepared / 'meta.json'} not found: run the preprocess stage first")
-    classes = json.loads((prepared / "meta.json").read_text())["classes"]
-    x_train, y_train = load_split(prepared / "train.npz")
-    validation = load_split(prepared / ("test.npz" if recipe.validation == "test" else "val.npz"))
-    limit = params.experiments[exp_id].train_samples(params.budget)
+    meta = read_meta(prepared)
+    classes = meta["classes"]
+    (x_train, y_train), validation = training_splits(prepared, recipe.validation, params.seed, recipe.stratify)
+    limit = params.train_samples(exp_id)
     if limit:
         keep = stratified_subsample(y_train, limit, params.seed)
         x_train, y_train = x_train[keep], y_train[keep]
     model = seeded_model(recipe, x_train.shape[1:], len(classes), params.seed)
     log.info(
         "%s: %s on %s, %d train / %d validation images, %d epochs, budget %s",
-        *(exp_id, recipe.model, recipe.dataset, len(x_train), len(validation[1]), recipe.epochs, params.budget),
+        *(exp_id, recipe.model, recipe.dataset, len(x_train), len(validation[1]), recipe.epochs, budget),
     )
-    logged = {"experiment": exp_id, "budget": params.budget, "seed": params.seed, **recipe.model_dump(mode="json")}
+    logged = {"experiment": exp_id, "budget": budget, "seed": params.seed, **recipe.model_dump(mode="json")}
     with (
-        stage.mlflow_run("train", params, paths, paths.data_hash(recipe.dataset), logged),
+        stage.mlflow_run("train", exp_id, params, paths, paths.data_hash(recipe.dataset), logged),
         staged_outputs(paths.root) as out,
     ):
         callbacks = [mlflow.keras.MlflowCallback()]
@@ -105,9 +113,11 @@ def main(params: Params, paths: stage.Paths) -> None:
         artifacts = [
             write_json(out.path(model_card_path(model_path)), card),
             write_text(out.path(model_path.with_suffix(".summary.txt")), summary_text(model)),
-            training_curves(result.history, title, out.path(paths.plots / "training_curves.png")),
-            write_text(out.path(paths.plots / "history.csv"), history_csv(result.history)),
-            write_json(out.path(paths.metrics / "train.json"), {"experiment": exp_id, **metrics}),
+            training_curves(result.history, title, out.path(paths.plots(exp_id) / "training_curves.png")),
+            write_text(out.path(paths.plots(exp_id) / "history.csv"), history_csv(result.history)),
+            write_json(
+                out.path(paths.metrics(exp_id) / "train.json"), {**describe_run(exp_id, meta, budget), **metrics}
+            ),
         ]
         diagram = architecture_diagram(model, out.folder / "model.png")
         for artifact in [*artifacts, *diagram]:

@@ -55,7 +55,7 @@ def test_augmentation_changes_training_batches_only() -> None:
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["experiments"]["F1"]["augmentation"] = {"horizontal_flip": True, "width_shift_range": 0.2}
-    recipe = parse_params(raw).current
+    recipe = parse_params(raw).recipe("F1")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
     y = np.arange(64) % 10
@@ -66,5 +66,5 @@ def test_augmentation_changes_training_batches_only() -> None:
     assert images.shape == (32, 28, 28, 1)
     assert not any(np.array_equal(img, orig) for img, orig in zip(images, originals, strict=True))
     # without augmentation the arrays go to fit() unchanged
-    plain = training_inputs(x, y, parse_params(yaml.safe_load((ROOT / "params.yaml").read_text())).current, seed=3)
+    plain = training_inputs(x, y, parse_params(yaml.safe_load((ROOT / "params.yaml").read_text())).recipe("F1"), seed=3)
     np.testing.assert_array_equal(plain["x"], x.astype("float32"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +27,20 @@ def broken(change) -> dict:
 
 def test_project_params_are_valid() -> None:
     params = load_params(ROOT / "params.yaml")
-    assert params.experiment == "F1" and params.budget == "quick"
-    assert params.datasets_needed() == ["fashion_mnist"]
+    assert params.budget == "quick"
+    assert set(params.datasets) == {e.dataset for e in params.experiments.values()}  # each data set prepared once
+
+
+def test_an_experiment_can_run_on_its_own_budget() -> None:
+    raw = broken(lambda p: p["experiments"]["M2"].update(budget="full"))
+    params = parse_params(raw)
+    assert (params.budget_of("M2"), params.budget_of("M1")) == ("full", "quick")
+    assert params.recipe("M2").epochs == 12 and params.train_samples("M2") is None
+    assert params.recipe("M1").epochs == raw["experiments"]["M1"]["budgets"]["quick"]["epochs"]
+    with pytest.raises(ParamsError, match="unknown experiment 'Z1'; allowed: F0, F1, F2"):
+        params.recipe("Z1")
+    with pytest.raises(ParamsError, match="unknown data set 'svhn'; the pipeline prepares: fashion_mnist"):
+        params.check_dataset("svhn")
 
 
 @pytest.mark.parametrize(
@@ -37,7 +50,12 @@ def test_project_params_are_valid() -> None:
             lambda p: p["experiments"]["F1"].update(model="F9"),
             r"experiments\.F1\.model: unknown model 'F9'; allowed: C1",
         ),
-        (lambda p: p["experiments"]["F1"].update(dataset="svhn"), r"unknown data set 'svhn'; allowed: cats_vs_dogs"),
+        (
+            lambda p: p["experiments"]["F1"].update(dataset="svhn"),
+            r"experiments\.F1\.dataset: data set 'svhn' is not in `datasets`",
+        ),
+        (lambda p: p["datasets"].append("svhn"), r"datasets: unknown data set 'svhn'; allowed: cats_vs_dogs"),
+        (lambda p: p["experiments"]["F1"].update(budget="long"), r"experiments\.F1\.budget: Input should be 'quick'"),
         (lambda p: p["experiments"]["F1"].update(epochs=-3), r"experiments\.F1\.epochs: .*greater than 0 \(got -3\)"),
         (lambda p: p["experiments"]["F1"].update(epochs=2.5), r"experiments\.F1\.epochs: .*integer.*\(got 2\.5\)"),
         (
@@ -62,8 +80,7 @@ def test_project_params_are_valid() -> None:
             r"data\.online_base\.fashion: unknown data set",
         ),
         (lambda p: p["experiments"]["F1"].update(augmentation={"brightness_range": [1.2, 0.8]}), r"low <= high"),
-        (lambda p: p.pop("experiment"), r"experiment: required key is missing"),
-        (lambda p: p.update(experiment="Z1"), r"unknown experiment 'Z1'; allowed: F0, F1, F2"),
+        (lambda p: p.pop("datasets"), r"datasets: required key is missing"),
         (lambda p: p.update(budget="huge"), r"budget: Input should be 'quick' or 'full'"),
         (lambda p: p["experiments"]["F1"].update(validation=1.5), r"between 0 and 1"),
         (lambda p: p["experiments"]["F1"]["optimizer"].update(name="adamax2"), r"optimizer\.name: Input should be"),
@@ -79,8 +96,8 @@ def test_budget_overrides_the_recipe() -> None:
     raw = project_params()
     quick = parse_params(raw)
     full = parse_params({**raw, "budget": "full"})
-    assert quick.current.epochs == raw["experiments"]["F1"]["budgets"]["quick"]["epochs"]
-    assert full.current.epochs == 30  # the seed's own recipe
+    assert quick.recipe("F1").epochs == raw["experiments"]["F1"]["budgets"]["quick"]["epochs"]
+    assert full.recipe("F1").epochs == 30  # the seed's own recipe
 
 
 def test_missing_params_file(tmp_path: Path) -> None:
@@ -92,7 +109,11 @@ def test_a_stage_with_bad_params_fails_before_loading_data(tmp_path: Path) -> No
     raw = broken(lambda p: p["experiments"]["F1"].update(epochs=0))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     done = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "train.py")], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        [sys.executable, str(ROOT / "stages" / "train.py"), "F1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 2
     assert "experiments.F1.epochs" in done.stderr and "greater than 0" in done.stderr
@@ -101,7 +122,7 @@ def test_a_stage_with_bad_params_fails_before_loading_data(tmp_path: Path) -> No
 
 
 def test_loss_is_chosen_from_the_number_of_classes() -> None:
-    recipe = parse_params(project_params()).current
+    recipe = parse_params(project_params()).recipe("F1")
     assert recipe.loss is None
     assert recipe.loss_for(10) == "sparse_categorical_crossentropy"
     assert recipe.loss_for(2) == "binary_crossentropy"
@@ -135,3 +156,16 @@ def test_f2_split_is_the_seeds_train_test_split() -> None:
     seed_train, seed_val = train_test_split(np.arange(1000), test_size=0.2, random_state=42)
     np.testing.assert_array_equal(held, np.sort(seed_val))
     np.testing.assert_array_equal(kept, np.sort(seed_train))
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [([], "usage: python .*train.py <experiment id or data set>"), (["Z1"], "unknown experiment 'Z1'; allowed: F0")],
+)
+def test_a_stage_without_a_known_target_says_how_to_call_it(tmp_path: Path, args: list[str], expected: str) -> None:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(project_params(), sort_keys=False))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "train.py"), *args], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert re.search(expected, done.stderr), done.stderr

@@ -103,22 +103,22 @@ def test_online_download_with_wrong_bytes_fails_and_leaves_nothing(http_folder, 
     assert list((tmp_path / "raw").iterdir()) == []  # no partial or temporary file left
 
 
-def test_download_stage_fetches_only_what_the_experiment_needs(mirror: Path, tmp_path: Path, monkeypatch) -> None:
+def test_download_stage_fetches_one_data_set_and_records_its_source(mirror: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv(MIRROR_ENV, str(mirror))
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["experiment"] = "M1"
-    load_stage("download").main(parse_params(raw), Paths(tmp_path))
-    assert sorted(p.name for p in (tmp_path / "data" / "raw").iterdir()) == ["mnist", "sources.json"]
-    record = yaml.safe_load((tmp_path / "data" / "raw" / "sources.json").read_text())
-    assert record["mnist"]["source"] == "mirror" and record["mnist"]["location"] == str(mirror / "mnist")
+    load_stage("download").main(parse_params(raw), Paths(tmp_path), "mnist")
+    assert sorted(p.name for p in (tmp_path / "data" / "raw").iterdir()) == ["mnist", "mnist.source.json"]
+    record = yaml.safe_load((tmp_path / "data" / "raw" / "mnist.source.json").read_text())
+    assert record["source"] == "mirror" and record["location"] == str(mirror / "mnist")
     run = mlflow.search_runs(experiment_names=["cnnlab"]).iloc[0]
-    assert run["status"] == "FINISHED" and run["tags.source.mnist"] == f"mirror: {mirror / 'mnist'}"
+    assert run["status"] == "FINISHED" and run["tags.source"] == f"mirror: {mirror / 'mnist'}"
+    assert run["tags.mlflow.runName"] == "download@mnist" and run["tags.dataset"] == "mnist"
 
 
 def test_failed_download_stage_marks_its_run_failed(tmp_path: Path) -> None:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["experiment"], raw["data"]["online"] = "M1", False
+    raw["data"]["online"] = False
     with pytest.raises(DataUnavailableError):
-        load_stage("download").main(parse_params(raw), Paths(tmp_path))
+        load_stage("download").main(parse_params(raw), Paths(tmp_path), "mnist")
     runs = mlflow.search_runs(experiment_names=["cnnlab"])
-    assert runs["status"].tolist() == ["FAILED"] and runs["tags.mlflow.runName"].tolist() == ["download@M1"]
+    assert runs["status"].tolist() == ["FAILED"] and runs["tags.mlflow.runName"].tolist() == ["download@mnist"]

@@ -1,4 +1,5 @@
-"""End to end: `dvc repro` in a copy of the project on a tiny budget, then MLflow and DVC are asked what they saw."""
+"""End to end: `dvc repro` in a copy of the project (two experiments on one data set, tiny budgets),
+then MLflow and DVC are asked what they saw."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import yaml
 
 from conftest import ROOT
 
-STAGES = ["download", "preprocess", "train", "evaluate"]
+EXPERIMENTS = ["F0", "F1"]
+STAGES = ["download@fashion_mnist", "preprocess@fashion_mnist", "train@F0", "train@F1", "evaluate@F0", "evaluate@F1"]
+STAGES.append("report")
 
 
 def run(command: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -28,12 +31,17 @@ def run(command: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory: pytest.TempPathFactory, fashion_dir: Path) -> tuple[Path, dict, float]:
     project = tmp_path_factory.mktemp("project")
-    for name in ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "pyproject.toml"]:
+    for name in ["dvc.yaml", "params.yaml", "claims.yaml", ".dvcignore", ".gitignore", "pyproject.toml"]:
         shutil.copy(ROOT / name, project / name)
     for folder in ["stages", "src"]:
         shutil.copytree(ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     params = yaml.safe_load((project / "params.yaml").read_text())
+    params["datasets"] = ["fashion_mnist"]
+    params["experiments"] = {k: params["experiments"][k] for k in EXPERIMENTS}
     params["experiments"]["F1"]["budgets"]["quick"] = {"epochs": 1, "train_samples": 3000}
+    # F0's "full" budget is tiny here, so the test can run one experiment on its full budget.
+    params["experiments"]["F0"]["budgets"] = {"quick": {"epochs": 1, "train_samples": 1000}, "full": {"epochs": 2}}
+    params["experiments"]["F0"]["budgets"]["full"]["train_samples"] = 2000
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CNNLAB_", "DVC_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
@@ -51,59 +59,79 @@ def repro(tmp_path_factory: pytest.TempPathFactory, fashion_dir: Path) -> tuple[
 def stage_runs(project: Path):
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")  # the default store, in the project root
     runs = mlflow.search_runs(experiment_names=["cnnlab"])
-    return {row["tags.stage"]: row for _, row in runs.iterrows()}, runs
+    return {row["tags.mlflow.runName"]: row for _, row in runs.iterrows()}, runs
 
 
 def test_each_stage_left_a_finished_run_with_tags(repro) -> None:
     project = repro[0]
-    by_stage, runs = stage_runs(project)
-    assert len(runs) == len(STAGES) and sorted(by_stage) == sorted(STAGES)
-    for stage, row in by_stage.items():
+    by_name, runs = stage_runs(project)
+    assert len(runs) == len(STAGES) and sorted(by_name) == sorted(STAGES)  # one preprocess for both experiments
+    for name, row in by_name.items():
         assert row["status"] == "FINISHED"
-        assert row["tags.mlflow.runName"] == f"{stage}@F1"
-        for tag in ["experiment_id", "git_commit", "git_dirty", "data_hash", "keras_backend", "device", "budget"]:
-            assert row[f"tags.{tag}"] not in (None, "", "unknown"), (stage, tag)
-    assert by_stage["download"]["tags.source.fashion_mnist"].startswith("debian:")
-    assert by_stage["train"]["tags.data_hash"] == by_stage["evaluate"]["tags.data_hash"]
-    assert by_stage["preprocess"]["tags.data_hash"] == by_stage["train"]["tags.data_hash"]
+        assert row["tags.stage"] == name.split("@")[0]
+        for tag in ["git_commit", "git_dirty", "data_hash", "keras_backend", "device", "budget"]:
+            assert row[f"tags.{tag}"] not in (None, "", "unknown"), (name, tag)
+    for exp_id in EXPERIMENTS:
+        assert by_name[f"train@{exp_id}"]["tags.experiment_id"] == exp_id
+        assert by_name[f"train@{exp_id}"]["tags.data_hash"] == by_name[f"evaluate@{exp_id}"]["tags.data_hash"]
+        assert by_name[f"train@{exp_id}"]["tags.data_hash"] == by_name["preprocess@fashion_mnist"]["tags.data_hash"]
+    assert by_name["download@fashion_mnist"]["tags.source"].startswith("debian:")
+    assert by_name["preprocess@fashion_mnist"]["tags.dataset"] == "fashion_mnist"
 
 
 def test_download_and_preprocess_runs_record_what_they_did(repro) -> None:
-    by_stage = stage_runs(repro[0])[0]
+    by_name = stage_runs(repro[0])[0]
     client = mlflow.MlflowClient()
-    assert {a.path for a in client.list_artifacts(by_stage["download"]["run_id"])} == {"sources.json"}
-    preprocess = by_stage["preprocess"]
-    assert (preprocess["metrics.count_train"], preprocess["metrics.count_val"]) == (42000, 18000)
-    assert preprocess["metrics.count_test"] == 10000 and preprocess["metrics.skipped_images"] == 0
+    download = by_name["download@fashion_mnist"]
+    assert {a.path for a in client.list_artifacts(download["run_id"])} == {"fashion_mnist.source.json"}
+    preprocess = by_name["preprocess@fashion_mnist"]
+    assert (preprocess["metrics.count_train"], preprocess["metrics.count_test"]) == (60000, 10000)
+    assert preprocess["metrics.skipped_images"] == 0
     assert {a.path for a in client.list_artifacts(preprocess["run_id"])} == {"meta.json"}
 
 
 def test_train_run_has_epochs_params_artifacts_and_model(repro) -> None:
     project = repro[0]
-    train = stage_runs(project)[0]["train"]
+    train = stage_runs(project)[0]["train@F1"]
     client = mlflow.MlflowClient()
     history = client.get_metric_history(train["run_id"], "val_accuracy")
     assert [m.step for m in history] == [0]  # one epoch on the tiny budget
     assert train["params.optimizer.name"] == "adam" and train["params.epochs"] == "1"
+    assert train["metrics.final_train_samples"] == 3000
     artifacts = {a.path for a in client.list_artifacts(train["run_id"])}
     expected = {"training_curves.png", "history.csv", "train.json", "F1.summary.txt", "F1.meta.json", "model.png"}
     assert expected <= artifacts
     models = mlflow.search_logged_models(experiment_ids=[train["experiment_id"]], output_format="list")
-    assert [m.source_run_id for m in models] == [train["run_id"]]
-    assert models[0].model_id  # logged with a signature: loading it back needs nothing else
-    loaded = mlflow.models.get_model_info(f"models:/{models[0].model_id}")
-    assert loaded.signature is not None
+    assert train["run_id"] in [m.source_run_id for m in models]
+    logged = next(m for m in models if m.source_run_id == train["run_id"])
+    assert mlflow.models.get_model_info(f"models:/{logged.model_id}").signature is not None
 
 
 def test_evaluate_metrics_reach_dvc_and_mlflow(repro) -> None:
     project, env = repro[0], repro[1]
-    evaluate = stage_runs(project)[0]["evaluate"]
+    evaluate = stage_runs(project)[0]["evaluate@F1"]
     assert evaluate["metrics.test_accuracy"] > 0.6  # 3000 images, 1 epoch; chance is 0.1
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], project, env).stdout)
-    metrics = next(iter(shown.values()))["data"]["metrics/evaluate.json"]["data"]
+    metrics = next(iter(shown.values()))["data"]["metrics/F1/evaluate.json"]["data"]
     assert metrics["test_accuracy"] == pytest.approx(evaluate["metrics.test_accuracy"])
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(evaluate["run_id"])}
     assert {"confusion_matrix.png", "misclassified.png", "confusion.csv", "evaluate.json"} <= artifacts
+
+
+def test_report_sets_claims_beside_the_measured_metrics(repro) -> None:
+    project = repro[0]
+    report = (project / "reports" / "reproduction.md").read_text()
+    f1_train = json.loads((project / "metrics" / "F1" / "train.json").read_text())
+    f1_row = next(line for line in report.splitlines() if line.startswith("| **F1** |"))
+    assert f"{100 * f1_train['val_accuracy']:.2f}%" in f1_row and "0.9178" in f1_row and "quick" in f1_row
+    assert "| **F0** |" in report
+    run_row = stage_runs(project)[0]["report"]
+    assert {a.path for a in mlflow.MlflowClient().list_artifacts(run_row["run_id"])} == {
+        "reproduction.md",
+        "reproduction.csv",
+    }
+    f1_test = json.loads((project / "metrics" / "F1" / "evaluate.json").read_text())["test_accuracy"]
+    assert run_row["metrics.test_accuracy.F1"] == pytest.approx(f1_test)
 
 
 def test_second_repro_does_nothing(repro) -> None:
@@ -111,3 +139,18 @@ def test_second_repro_does_nothing(repro) -> None:
     assert "up to date" in output
     assert seconds < 60
     assert len(stage_runs(repro[0])[1]) == len(STAGES)  # no new runs
+
+
+def test_one_experiment_runs_alone_on_its_full_budget(repro) -> None:
+    """`dvc exp run -S ++experiments.F0.budget=full` re-runs F0's train and evaluate (and the report), nothing else."""
+    project, env = repro[0], repro[1]
+    f1_before = (project / "metrics" / "F1" / "evaluate.json").read_text()
+    run(["dvc", "exp", "run", "-S", "++experiments.F0.budget=full"], project, env)
+    new_runs = set(stage_runs(project)[1]["tags.mlflow.runName"].tolist())
+    assert len(stage_runs(project)[1]) == len(STAGES) + 3 and new_runs == set(STAGES)
+    latest = mlflow.search_runs(experiment_names=["cnnlab"], order_by=["start_time DESC"], max_results=3)
+    assert sorted(latest["tags.mlflow.runName"]) == ["evaluate@F0", "report", "train@F0"]
+    f0_train = json.loads((project / "metrics" / "F0" / "train.json").read_text())
+    assert (f0_train["budget"], f0_train["epochs_run"], f0_train["train_samples"]) == ("full", 2, 2000)
+    assert (project / "metrics" / "F1" / "evaluate.json").read_text() == f1_before
+    assert "| **F0** |" in (project / "reports" / "reproduction.md").read_text()

@@ -33,3 +33,4 @@ def test_subsample_keeps_class_shares() -> None:
     assert len(picked) == 200
     np.testing.assert_array_equal(np.bincount(y[picked]), [20, 40, 60, 10, 70])
     assert len(stratified_subsample(y, 10_000, seed=3)) == len(y)
+    assert len(stratified_subsample(y, 333, seed=3)) == 333  # exactly as asked, even where shares do not divide

@@ -13,6 +13,7 @@ import yaml
 
 from cnnlab.config import parse_params
 from cnnlab.files import sha256_file
+from cnnlab.prepare import training_splits
 from cnnlab.stage import Paths
 from conftest import ROOT, load_stage
 from test_loaders import image_tree, png
@@ -21,8 +22,8 @@ from test_loaders import image_tree, png
 def own_data_params(source: Path) -> dict:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["data"]["custom"] = {"pets": {"path": str(source), "image_size": [8, 8], "channels": 3}}
+    raw["datasets"].append("pets")
     raw["experiments"]["OWN"] = {"dataset": "pets", "model": "F1", "validation": 0.5, "epochs": 1}
-    raw["experiment"] = "OWN"
     return raw
 
 
@@ -55,15 +56,19 @@ def test_own_images_go_through_download_and_preprocess(tmp_path: Path, as_zip: b
     source = zip_tree(tmp_path / "pets.zip") if as_zip else write_tree(tmp_path / "pets")
     project = tmp_path / "project"
     params, paths = parse_params(own_data_params(source)), Paths(project)
-    load_stage("download").main(params, paths)
-    load_stage("preprocess").main(params, paths)
+    load_stage("download").main(params, paths, "pets")
+    load_stage("preprocess").main(params, paths, "pets")
     meta = json.loads((paths.prepared("pets") / "meta.json").read_text())
     assert meta["classes"] == ["cat", "dog"]
     assert meta["image_shape"] == [8, 8, 3]
-    assert meta["counts"] == {"train": 4, "val": 5, "test": 4}  # 9 readable training images, half held out
+    assert meta["counts"] == {"train": 9, "test": 4}  # 9 readable training images
+    train, val = training_splits(paths.prepared("pets"), 0.5, params.seed, stratify=True)
+    assert (len(train[1]), len(val[1])) == (4, 5)  # the experiment holds out half, stratified
     assert sorted(Path(s["file"]).name for s in meta["skipped"]) == ["broken.jpg", "grey.png"]
     runs = mlflow.search_runs(experiment_names=["cnnlab"], order_by=["start_time ASC"])
     assert runs["tags.stage"].tolist() == ["download", "preprocess"]
+    assert runs["tags.mlflow.runName"].tolist() == ["download@pets", "preprocess@pets"]
+    assert runs["tags.dataset"].tolist() == ["pets", "pets"]
     assert runs["metrics.skipped_images"].tolist()[1] == 2
     with np.load(paths.prepared("pets") / "test.npz") as test:
         assert test["x"].shape == (4, 8, 8, 3) and test["x"].dtype == np.uint8
@@ -72,18 +77,18 @@ def test_own_images_go_through_download_and_preprocess(tmp_path: Path, as_zip: b
 def test_removed_own_images_disappear_from_the_copy(tmp_path: Path) -> None:
     source = write_tree(tmp_path / "pets")
     params, paths = parse_params(own_data_params(source)), Paths(tmp_path / "project")
-    load_stage("download").main(params, paths)
+    load_stage("download").main(params, paths, "pets")
     (source / "train" / "dog" / "grey.png").unlink()
-    load_stage("download").main(params, paths)
+    load_stage("download").main(params, paths, "pets")
     assert not (paths.raw / "pets" / "train" / "dog" / "grey.png").exists()
     assert (paths.raw / "pets" / "train" / "cat" / "a.png").exists()
 
 
 def test_failed_preprocess_keeps_the_previous_arrays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     params, paths = parse_params(own_data_params(write_tree(tmp_path / "pets"))), Paths(tmp_path / "project")
-    load_stage("download").main(params, paths)
+    load_stage("download").main(params, paths, "pets")
     preprocess = load_stage("preprocess")
-    preprocess.main(params, paths)
+    preprocess.main(params, paths, "pets")
     outputs = sorted(paths.prepared("pets").iterdir())
     before = {p: sha256_file(p) for p in outputs}
 
@@ -92,7 +97,7 @@ def test_failed_preprocess_keeps_the_previous_arrays(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(preprocess, "describe", broken_split)
     with pytest.raises(OSError, match="disk full"):
-        preprocess.main(params, paths)
+        preprocess.main(params, paths, "pets")
     assert {p: sha256_file(p) for p in sorted(paths.prepared("pets").iterdir())} == before
     assert not [p for p in paths.root.iterdir() if p.name.startswith(".staging-")]
     runs = mlflow.search_runs(experiment_names=["cnnlab"], order_by=["start_time ASC"])
@@ -104,9 +109,9 @@ def test_own_images_without_a_test_split_fail_clearly(tmp_path: Path) -> None:
     for image in (source / "test").rglob("*.*"):
         image.unlink()
     params, paths = parse_params(own_data_params(source)), Paths(tmp_path / "project")
-    load_stage("download").main(params, paths)
+    load_stage("download").main(params, paths, "pets")
     with pytest.raises(ValueError, match="pets: no test split found"):
-        load_stage("preprocess").main(params, paths)
+        load_stage("preprocess").main(params, paths, "pets")
 
 
 def test_too_few_images_for_a_stratified_split_is_a_clear_error() -> None:

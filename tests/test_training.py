@@ -21,7 +21,7 @@ from cnnlab.config import parse_params
 from cnnlab.evaluation import evaluate
 from cnnlab.files import sha256_file
 from cnnlab.loaders import load_idx_folder
-from cnnlab.prepare import Prepared, describe, save_split, with_validation
+from cnnlab.prepare import Prepared, describe, save_split
 from cnnlab.splits import stratified_subsample
 from cnnlab.stage import Paths
 from cnnlab.training import fit, kept_epoch, seeded_model
@@ -36,7 +36,7 @@ def fashion(fashion_dir: Path) -> dict:
 def f1_recipe(**changes):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["experiments"]["F1"].update(changes)
-    return parse_params(raw).current
+    return parse_params(raw).recipe("F1")
 
 
 def subset(arrays, size: int, seed: int = 0):
@@ -77,13 +77,10 @@ def tiny_project(tmp_path: Path, fashion: dict) -> tuple[Path, object]:
     raw["experiments"]["F1"]["budgets"] = {"quick": {"epochs": 1}}
     raw["mlflow"]["log_model"] = False
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    prepared = with_validation(
-        Prepared({"train": subset(fashion["train"], 500), "test": subset(fashion["test"], 100)}, list(range(10))),
-        0.2,
-        seed=1,
-    )
+    prepared = Prepared({"train": subset(fashion["train"], 500), "test": subset(fashion["test"], 100)}, list(range(10)))
     out = Paths(tmp_path).prepared("fashion_mnist")
-    meta = describe(prepared, "fashion_mnist", 0.2, 1)
+    meta = describe(prepared, "fashion_mnist")
+    meta["source"] = {"source": "debian", "format": "idx-gz"}
     meta["sha256"] = {s: save_split(out / f"{s}.npz", a) for s, a in prepared.splits.items()}
     (out / "meta.json").write_text(json.dumps(meta))
     return tmp_path, parse_params(raw)
@@ -93,8 +90,8 @@ def test_failed_train_stage_keeps_previous_outputs_and_marks_run_failed(tiny_pro
     root, params = tiny_project
     train = load_stage("train")
     paths = Paths(root)
-    train.main(params, paths)
-    outputs = [paths.model("F1"), paths.metrics / "train.json", paths.plots / "history.csv"]
+    train.main(params, paths, "F1")
+    outputs = [paths.model("F1"), paths.metrics("F1") / "train.json", paths.plots("F1") / "history.csv"]
     before = {p: sha256_file(p) for p in outputs}
 
     def interrupted(*args, **kwargs):
@@ -102,7 +99,7 @@ def test_failed_train_stage_keeps_previous_outputs_and_marks_run_failed(tiny_pro
 
     monkeypatch.setattr(train, "fit", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train.main(params, paths)
+        train.main(params, paths, "F1")
     assert {p: sha256_file(p) for p in outputs} == before
     assert not [p for p in (root / "models").iterdir() if p.name.startswith(".")]  # no temp files left
     runs = mlflow.search_runs(experiment_names=["cnnlab"], order_by=["start_time ASC"])
@@ -122,7 +119,7 @@ def test_killed_train_stage_keeps_previous_model_and_marks_run_failed(tiny_proje
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "stages" / "train.py")],
+        [sys.executable, str(ROOT / "stages" / "train.py"), "F1"],
         cwd=root,
         env=env,
         stdout=subprocess.PIPE,
@@ -170,7 +167,7 @@ def test_train_stage_writes_model_card_and_diagram_and_predict_uses_them(tiny_pr
     from cnnlab.cli import main as cli
 
     root, params = tiny_project
-    load_stage("train").main(params, Paths(root))
+    load_stage("train").main(params, Paths(root), "F1")
     capsys.readouterr()  # training's progress lines
     card = json.loads((root / "models" / "F1.meta.json").read_text())
     assert card["classes"] == list(range(10)) and card["input_shape"] == [28, 28, 1]

@@ -1,4 +1,4 @@
-"""The `cnnlab` command: check params, list what is built in, open the MLflow UI on the project's store."""
+"""The `cnnlab` command: check params, list what is built in, open the MLflow UI, predict, report."""
 
 from __future__ import annotations
 
@@ -9,19 +9,25 @@ from pathlib import Path
 
 from cnnlab.config import ParamsError, load_params
 from cnnlab.datasets import DATASETS
+from cnnlab.files import write_text
 from cnnlab.models import MODELS
 from cnnlab.predict import PredictInputError
+from cnnlab.report import build_rows, load_claims, markdown
 from cnnlab.tracking import ARTIFACTS_DIR, tracking_uri, use_experiment
 
 
 def check(args: argparse.Namespace) -> int:
-    """Validate params.yaml and say what `dvc repro` would run."""
+    """Validate params.yaml (and claims.yaml) and say what `dvc repro` would run."""
     params = load_params(args.params)
-    recipe = params.current
-    print(
-        f"params OK: experiment {params.experiment} ({recipe.model} on {recipe.dataset}), budget {params.budget}, "
-        f"{recipe.epochs} epochs, batch {recipe.batch_size}, optimizer {recipe.optimizer.name}"
-    )
+    load_claims(Path(args.params).parent / "claims.yaml")
+    print(f"params OK: data sets {', '.join(params.datasets)}; {len(params.experiments)} experiments:")
+    for exp_id in params.experiments:
+        recipe, samples = params.recipe(exp_id), params.train_samples(exp_id)
+        print(
+            f"  {exp_id:10} {recipe.model:3} on {recipe.dataset:13} budget {params.budget_of(exp_id):5} "
+            f"{recipe.epochs:3} epochs, batch {recipe.batch_size:3}, {recipe.optimizer.name}"
+            + (f", {samples:,} training images" if samples else "")
+        )
     return 0
 
 
@@ -81,6 +87,21 @@ def predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def report(args: argparse.Namespace) -> int:
+    """The reproduction table from any folder of metrics (an experiment's, another checkout's), as Markdown."""
+    params = load_params(args.params)
+    claims = load_claims(Path(args.params).parent / "claims.yaml")
+    rows = build_rows(params, claims, Path(args.metrics))
+    if args.measured_only:
+        rows = [r for r in rows if r.test_accuracy is not None]
+    text = markdown(rows, claims, args.title)
+    if args.out:
+        print("wrote", write_text(Path(args.out), text))
+    else:
+        print(text, end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cnnlab", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="path to params.yaml")
@@ -97,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     predict_parser.add_argument("--chart", help="save a bar chart of the first image's class probabilities here")
     predict_parser.add_argument("--resize", action="store_true", help="resize images to the model's input size")
     predict_parser.set_defaults(run=predict)
+    report_parser = commands.add_parser("report", help="the claims-vs-measured table from a folder of metrics")
+    report_parser.add_argument("--metrics", default="metrics", help="folder of <id>/train.json, evaluate.json")
+    report_parser.add_argument("--title", default="Reproduction of the seed experiments")
+    report_parser.add_argument("--measured-only", action="store_true", help="leave out experiments not run")
+    report_parser.add_argument("--out", help="write the Markdown here (default: print it)")
+    report_parser.set_defaults(run=report)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

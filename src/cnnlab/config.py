@@ -98,6 +98,9 @@ class Experiment(Strict):
     callbacks: Callbacks = Callbacks()
     augmentation: Augmentation = Augmentation()
     budgets: dict[Budget, BudgetOverride] = {}
+    # Run this experiment on its own budget whatever the global `budget` says
+    # (`dvc exp run -S '++experiments.M2.budget=full'` re-runs M2 alone on the seed's recipe).
+    budget: Budget | None = None
 
     @field_validator("model")
     @classmethod
@@ -169,25 +172,28 @@ class Tracking(Strict):
 
 
 class Params(Strict):
-    experiment: str
     budget: Budget = "quick"
     seed: int = 42
+    # The data sets the pipeline downloads and preprocesses (one DVC stage each).
+    datasets: list[str]
     data: Data = Data()
     mlflow: Tracking = Tracking()
     experiments: dict[str, Experiment]
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Params:
-        if self.experiment not in self.experiments:
-            raise ValueError(
-                f"experiment: unknown experiment {self.experiment!r}; allowed: {', '.join(self.experiments)}"
-            )
         known = set(DATASETS) | set(self.data.custom)
-        for name, exp in self.experiments.items():
-            if exp.dataset not in known:
+        for name in self.datasets:
+            if name not in known:
                 raise ValueError(
-                    f"experiments.{name}.dataset: unknown data set {exp.dataset!r}; "
-                    f"allowed: {', '.join(sorted(known))} (or declare it under data.custom)"
+                    f"datasets: unknown data set {name!r}; allowed: {', '.join(sorted(known))} "
+                    "(or declare it under data.custom)"
+                )
+        for name, exp in self.experiments.items():
+            if exp.dataset not in self.datasets:
+                raise ValueError(
+                    f"experiments.{name}.dataset: data set {exp.dataset!r} is not in `datasets` "
+                    f"({', '.join(self.datasets)}); add it there so the pipeline prepares it"
                 )
         for section, names in (("paths", self.data.paths), ("online_base", self.data.online_base)):
             for name in names:
@@ -205,14 +211,26 @@ class Params(Strict):
                     )
         return self
 
-    @property
-    def current(self) -> Experiment:
-        """The experiment named by `experiment`, on the chosen budget."""
-        return self.experiments[self.experiment].recipe(self.budget)
+    def experiment(self, exp_id: str) -> Experiment:
+        if exp_id not in self.experiments:
+            raise ParamsError(f"unknown experiment {exp_id!r}; allowed: {', '.join(self.experiments)}")
+        return self.experiments[exp_id]
 
-    def datasets_needed(self) -> list[str]:
-        """Only the data sets the configured experiment needs are fetched."""
-        return [self.experiments[self.experiment].dataset]
+    def budget_of(self, exp_id: str) -> Budget:
+        """The experiment's own budget if it sets one, else the global `budget`."""
+        return self.experiment(exp_id).budget or self.budget
+
+    def recipe(self, exp_id: str) -> Experiment:
+        """Experiment `exp_id` on its budget."""
+        return self.experiment(exp_id).recipe(self.budget_of(exp_id))
+
+    def train_samples(self, exp_id: str) -> int | None:
+        return self.experiment(exp_id).train_samples(self.budget_of(exp_id))
+
+    def check_dataset(self, name: str) -> str:
+        if name not in self.datasets:
+            raise ParamsError(f"unknown data set {name!r}; the pipeline prepares: {', '.join(self.datasets)}")
+        return name
 
 
 def _model_at(location: tuple[Any, ...]) -> type[BaseModel] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,28 @@ def load_split(path: Path) -> Arrays:
         return f["x"], f["y"]
 
 
-def describe(prepared: Prepared, dataset: str, validation: float | str, seed: int) -> dict[str, Any]:
+def read_meta(folder: Path) -> dict[str, Any]:
+    meta = folder / "meta.json"
+    if not meta.is_file():
+        raise FileNotFoundError(
+            f"{meta} not found: run the preprocess stage first (`dvc repro preprocess@{folder.name}`)"
+        )
+    return json.loads(meta.read_text())
+
+
+def load_prepared(folder: Path) -> Prepared:
+    """The arrays the preprocess stage wrote for one data set."""
+    meta = read_meta(folder)
+    return Prepared({split: load_split(folder / f"{split}.npz") for split in meta["counts"]}, meta["classes"])
+
+
+def training_splits(folder: Path, validation: float | str, seed: int, stratify: bool) -> tuple[Arrays, Arrays]:
+    """An experiment's (train, validation) arrays: its own held-out split, the shipped one, or the test set."""
+    prepared = with_validation(load_prepared(folder), validation, seed, stratify)
+    return prepared.splits["train"], prepared.splits["test" if validation == "test" else "val"]
+
+
+def describe(prepared: Prepared, dataset: str) -> dict[str, Any]:
     """The JSON that travels with the arrays: class names, shapes, counts and what was skipped."""
     any_split = next(iter(prepared.splits.values()))[0]
     return {
@@ -96,8 +118,6 @@ def describe(prepared: Prepared, dataset: str, validation: float | str, seed: in
         "class_counts": {
             s: np.bincount(y, minlength=len(prepared.classes)).tolist() for s, (_, y) in prepared.splits.items()
         },
-        "validation": "test" if "val" not in prepared.splits else validation,
-        "seed": seed,
         "skipped_count": len(prepared.skipped),
         "skipped": prepared.skipped,
     }

@@ -23,5 +23,6 @@ def stratified_subsample(labels: np.ndarray, size: int, seed: int) -> np.ndarray
     """Sorted indices of `size` samples drawn with the class proportions of `labels`."""
     if size >= len(labels):
         return np.arange(len(labels))
-    kept, _ = stratified_split(labels, 1 - size / len(labels), seed)
-    return kept
+    index = np.arange(len(labels))
+    kept, _ = train_test_split(index, train_size=size, random_state=seed, stratify=labels)  # exactly `size`
+    return np.sort(kept)

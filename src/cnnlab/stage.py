@@ -35,19 +35,25 @@ class Paths:
     def raw(self) -> Path:
         return self.root / "data" / "raw"
 
+    def source_record(self, dataset: str) -> Path:
+        """Which source the download stage used for `dataset`, and the digests of its files."""
+        return self.raw / f"{dataset}.source.json"
+
     def prepared(self, dataset: str) -> Path:
         return self.root / "data" / "prepared" / dataset
 
     def model(self, experiment: str) -> Path:
         return self.root / "models" / f"{experiment}.keras"
 
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics"
+    def metrics(self, experiment: str) -> Path:
+        return self.root / "metrics" / experiment
+
+    def plots(self, experiment: str) -> Path:
+        return self.root / "plots" / experiment
 
     @property
-    def plots(self) -> Path:
-        return self.root / "plots"
+    def reports(self) -> Path:
+        return self.root / "reports"
 
     def data_hash(self, dataset: str) -> str:
         """A digest of the prepared arrays (their sha256s are recorded in meta.json)."""
@@ -58,15 +64,18 @@ class Paths:
 
 
 def mlflow_run(
-    stage: str, params: Params, paths: Paths, data_hash: str | None, logged: Mapping[str, Any]
+    stage: str, target: str, params: Params, paths: Paths, data_hash: str | None, logged: Mapping[str, Any]
 ) -> AbstractContextManager[mlflow.ActiveRun]:
-    """The MLflow run of one execution of `stage` on the configured experiment (FAILED if the stage fails)."""
+    """The MLflow run of one execution of `stage` on `target`: an experiment id, a data set, or "" for a stage
+    that covers everything (named `stage@target` as DVC names foreach stages; FAILED on failure)."""
+    is_experiment = target in params.experiments
     return stage_run(
         stage,
-        params.experiment,
+        target,
+        target_tag="experiment_id" if is_experiment else "dataset",
         root=paths.root,
         tracking_experiment=params.mlflow.experiment_name,
-        budget=params.budget,
+        budget=params.budget_of(target) if is_experiment else params.budget,
         data_hash=data_hash,
         params=logged,
     )
@@ -76,12 +85,16 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
-def run(main: Callable[[Params, Paths], None], params_path: str = "params.yaml") -> None:
-    """Validate params before any work, run the stage, and turn user errors into one clear message."""
+def run(main: Callable[..., None], params_path: str = "params.yaml", target: str = "experiment id or data set") -> None:
+    """Validate params before any work, run the stage (on the target named on the command line, as
+    dvc.yaml's foreach passes it, unless `target` is empty), and turn user errors into one clear message."""
     setup_logging()
     try:
+        args = sys.argv[1:]
+        if len(args) != (1 if target else 0):
+            raise ParamsError(f"usage: python {sys.argv[0]} {f'<{target}>' if target else '(no arguments)'}")
         params = load_params(params_path)
-        main(params, Paths(Path.cwd().resolve()))
+        main(params, Paths(Path.cwd().resolve()), *args)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -3,9 +3,10 @@
 - Tracking URI: `MLFLOW_TRACKING_URI` if set, else an absolute
   `sqlite:///<project root>/mlflow.db` (a relative one is lost inside `dvc exp`
   copies); artifacts in `<project root>/mlartifacts`.
-- One run per stage execution, named `<stage>@<experiment>`, tagged with the
-  stage, experiment id, git commit and dirty flag, data hash, backend, device
-  and budget; params flattened with dotted keys.
+- One run per stage execution, named `<stage>@<target>` as DVC names the stage
+  (`train@F1`, `preprocess@mnist`), tagged with the stage, the experiment id (or
+  data set), git commit and dirty flag, data hash, backend, device and budget;
+  params flattened with dotted keys.
 """
 
 from __future__ import annotations
@@ -87,8 +88,9 @@ def _raise_on_signal(signum: int, frame: Any) -> None:
 @contextlib.contextmanager
 def stage_run(
     stage: str,
-    experiment_id: str,
+    target: str,
     *,
+    target_tag: str = "experiment_id",
     root: Path,
     tracking_experiment: str,
     budget: str,
@@ -104,7 +106,6 @@ def stage_run(
     commit, dirty = git_state(root)
     tags = {
         "stage": stage,
-        "experiment_id": experiment_id,
         "git_commit": commit,
         "git_dirty": str(dirty).lower(),
         "data_hash": data_hash or "pending",
@@ -112,10 +113,12 @@ def stage_run(
         "device": backend.device(),
         "budget": budget,
     }
+    if target:  # the report stage covers all experiments and has none
+        tags[target_tag] = target
     exp = use_experiment(tracking_experiment, root)
     previous = {sig: signal.signal(sig, _raise_on_signal) for sig in STOP_SIGNALS}
     try:
-        run = mlflow.start_run(experiment_id=exp, run_name=f"{stage}@{experiment_id}", tags=tags)
+        run = mlflow.start_run(experiment_id=exp, run_name=f"{stage}@{target}" if target else stage, tags=tags)
         try:
             mlflow.log_params(flatten(params))
             yield run

@@ -1,0 +1,48 @@
+# ruff: noqa: I001  (cnnlab is imported first: it quiets TensorFlow before TensorFlow loads)
+"""report stage: reports/reproduction.md (and .csv), each seed's claim beside what the pipeline measured."""
+
+from __future__ import annotations
+
+import cnnlab  # noqa: F401
+
+import logging
+
+import mlflow
+
+from cnnlab import stage
+from cnnlab.config import Params
+from cnnlab.files import combined_hash, sha256_file, staged_outputs, write_text
+from cnnlab.report import build_rows, load_claims, markdown, to_csv
+
+log = logging.getLogger("cnnlab.report")
+PREFACE = (
+    "Written by the report stage (`dvc repro report`) from `claims.yaml` (the seeds' numbers) and "
+    "`metrics/<id>/train.json` / `evaluate.json` (ours). *measured* is the metric the claim is about; "
+    "*difference* is measured minus claimed. Rows on the `quick` budget are smoke runs (minutes on a laptop "
+    "CPU): they show that each experiment learns, not what the seed's recipe reaches; "
+    "`dvc exp run -S budget=full` runs the seeds' recipes."
+)
+
+
+def main(params: Params, paths: stage.Paths) -> None:
+    claims = load_claims(paths.root / "claims.yaml")
+    metrics_hash = combined_hash(sha256_file(p) for p in sorted((paths.root / "metrics").rglob("*.json")))
+    with stage.mlflow_run("report", "", params, paths, metrics_hash, {"experiments": ",".join(params.experiments)}):
+        rows = build_rows(params, claims, paths.root / "metrics")
+        with staged_outputs(paths.root) as out:
+            outputs = [
+                write_text(
+                    out.path(paths.reports / "reproduction.md"),
+                    markdown(rows, claims, "Reproduction of the seed experiments", PREFACE),
+                ),
+                write_text(out.path(paths.reports / "reproduction.csv"), to_csv(rows)),
+            ]
+            for path in outputs:
+                mlflow.log_artifact(str(path))
+        measured = [r for r in rows if r.test_accuracy is not None]
+        mlflow.log_metrics({f"test_accuracy.{r.id}": r.test_accuracy for r in measured})
+    log.info("reproduction report: %d of %d experiments measured", len(measured), len(rows))
+
+
+if __name__ == "__main__":
+    stage.run(main, target="")
