@@ -12,7 +12,7 @@ import mlflow
 from cnnlab import stage
 from cnnlab.config import Params
 from cnnlab.files import combined_hash, sha256_file, staged_outputs, write_text
-from cnnlab.report import build_rows, load_claims, markdown, to_csv
+from cnnlab.report import build_rows, claims_chart, load_claims, markdown, to_csv
 
 log = logging.getLogger("cnnlab.report")
 PREFACE = (
@@ -36,6 +36,7 @@ def main(params: Params, paths: stage.Paths) -> None:
                     markdown(rows, claims, "Reproduction of the seed experiments", PREFACE),
                 ),
                 write_text(out.path(paths.reports / "reproduction.csv"), to_csv(rows)),
+                claims_chart(rows, "Seed claims and measured accuracy", out.path(paths.reports / "reproduction.png")),
             ]
             for path in outputs:
                 mlflow.log_artifact(str(path))

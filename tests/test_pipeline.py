@@ -129,7 +129,9 @@ def test_report_sets_claims_beside_the_measured_metrics(repro) -> None:
     assert {a.path for a in mlflow.MlflowClient().list_artifacts(run_row["run_id"])} == {
         "reproduction.md",
         "reproduction.csv",
+        "reproduction.png",
     }
+    assert (project / "reports" / "reproduction.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     f1_test = json.loads((project / "metrics" / "F1" / "evaluate.json").read_text())["test_accuracy"]
     assert run_row["metrics.test_accuracy.F1"] == pytest.approx(f1_test)
 

@@ -108,7 +108,9 @@ def test_report_command_renders_any_metrics_folder(tmp_path: Path) -> None:
     (tmp_path / "metrics" / "M1" / "evaluate.json").write_text(json.dumps({"test_accuracy": 0.9902}))
     out = tmp_path / "results.md"
     args = ["--params", str(ROOT / "params.yaml"), "report", "--metrics", str(tmp_path / "metrics")]
-    assert cli([*args, "--measured-only", "--title", "Full budget", "--out", str(out)]) == 0
+    chart = tmp_path / "results.png"
+    assert cli([*args, "--measured-only", "--title", "Full budget", "--out", str(out), "--chart", str(chart)]) == 0
+    assert chart.read_bytes()[:4] == b"\x89PNG"
     rows = [line for line in out.read_text().splitlines() if line.startswith("| **")]
     assert out.read_text().startswith("# Full budget") and len(rows) == 1
     assert "99.02%" in rows[0] and "-0.08 pp" in rows[0]  # against the book's 99.1%

@@ -12,7 +12,7 @@ from cnnlab.datasets import DATASETS
 from cnnlab.files import write_text
 from cnnlab.models import MODELS
 from cnnlab.predict import PredictInputError
-from cnnlab.report import build_rows, load_claims, markdown
+from cnnlab.report import build_rows, claims_chart, load_claims, markdown
 from cnnlab.tracking import ARTIFACTS_DIR, tracking_uri, use_experiment
 
 
@@ -95,6 +95,8 @@ def report(args: argparse.Namespace) -> int:
     if args.measured_only:
         rows = [r for r in rows if r.test_accuracy is not None]
     text = markdown(rows, claims, args.title)
+    if args.chart:
+        print("wrote", claims_chart(rows, args.title, Path(args.chart)))
     if args.out:
         print("wrote", write_text(Path(args.out), text))
     else:
@@ -123,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     report_parser.add_argument("--title", default="Reproduction of the seed experiments")
     report_parser.add_argument("--measured-only", action="store_true", help="leave out experiments not run")
     report_parser.add_argument("--out", help="write the Markdown here (default: print it)")
+    report_parser.add_argument("--chart", help="also save the bar chart of measured accuracy against the claims here")
     report_parser.set_defaults(run=report)
     args = parser.parse_args(argv)
     try:
