@@ -15,17 +15,13 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import Field, ValidationError
 
-from cnnlab.config import Params, ParamsError
+from cnnlab.config import Params, ParamsError, Strict
 from cnnlab.plots import _save, plt  # the report's figure lives here so that changing it retrains nothing
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Claim(_Strict):
+class Claim(Strict):
     seed: str
     metric: Literal["test_accuracy", "val_accuracy"] = "test_accuracy"
     claim: float | None = None  # None: the seed's claim is qualitative
@@ -34,10 +30,10 @@ class Claim(_Strict):
     note: str = ""
 
 
-class Claims(_Strict):
+class Claims(Strict):
     experiments: dict[str, Claim]
-    data_notes: dict[str, dict[str, str]] = {}  # data set -> source format -> note
-    seed_mistakes: list[str] = []
+    data_notes: dict[str, dict[str, str]] = Field(default_factory=dict)  # data set -> source format -> note
+    seed_mistakes: list[str] = Field(default_factory=list)
 
 
 def load_claims(path: Path) -> Claims:
@@ -75,13 +71,14 @@ class Row:
         return round(100 * (self.measured - self.claimed), 2)
 
 
-def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+def _read(path: Path) -> dict:
+    """A metrics file's contents; empty if the stage has not written it yet."""
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _notes(claim: Claim, claims: Claims, train: dict | None) -> str:
+def _notes(claim: Claim, claims: Claims, train: dict) -> str:
     notes = [claim.note] if claim.note else []
-    if train is None:
+    if not train:
         return " ".join([*notes, "Not run yet: `dvc repro` runs it."])
     data_note = claims.data_notes.get(train.get("dataset", ""), {}).get(train.get("data_format", ""))
     if data_note:
@@ -103,7 +100,7 @@ def build_rows(params: Params, claims: Claims, metrics_root: Path) -> list[Row]:
         claim = claims.experiments[exp_id]
         train = _read(metrics_root / exp_id / "train.json")
         evaluate = _read(metrics_root / exp_id / "evaluate.json")
-        scores = {**(train or {}), **(evaluate or {})}
+        scores = {**train, **evaluate}
         rows.append(
             Row(
                 id=exp_id,
@@ -113,13 +110,13 @@ def build_rows(params: Params, claims: Claims, metrics_root: Path) -> list[Row]:
                 claimed=claim.claim,
                 measured=scores.get(claim.metric),
                 test_accuracy=scores.get("test_accuracy"),
-                budget=(train or {}).get("budget", "-"),
+                budget=train.get("budget", "-"),
                 epochs=f"{train['kept_epoch']}/{train['epochs_run']}" if train else "-",
-                train_samples=(train or {}).get("train_samples"),
-                train_seconds=(train or {}).get("train_seconds"),
-                device=(train or {}).get("device", "-"),
+                train_samples=train.get("train_samples"),
+                train_seconds=train.get("train_seconds"),
+                device=train.get("device", "-"),
                 params_claimed=claim.params,
-                params_measured=(train or {}).get("params"),
+                params_measured=train.get("params"),
                 notes=_notes(claim, claims, train),
             )
         )
