@@ -12,7 +12,7 @@ import mlflow
 from cnnlab import stage
 from cnnlab.config import Params
 from cnnlab.files import combined_hash, sha256_file, staged_outputs, write_text
-from cnnlab.report import build_rows, claims_chart, load_claims, markdown, to_csv
+from cnnlab.report import build_rows, claims_chart, load_claims, markdown, study_section, to_csv
 
 log = logging.getLogger("cnnlab.report")
 PREFACE = (
@@ -27,13 +27,26 @@ PREFACE = (
 def main(params: Params, paths: stage.Paths) -> None:
     claims = load_claims(paths.root / "claims.yaml")
     metrics_hash = combined_hash(sha256_file(p) for p in sorted((paths.root / "metrics").rglob("*.json")))
-    with stage.mlflow_run("report", "", params, paths, metrics_hash, {"experiments": ",".join(params.experiments)}):
+    with stage.mlflow_run(
+        "report",
+        "",
+        params,
+        paths,
+        metrics_hash,
+        {"experiments": ",".join(params.experiments), "studies": ",".join([*params.crossval, *params.ablation])},
+    ):
         rows = build_rows(params, claims, paths.root / "metrics")
         with staged_outputs(paths.root) as out:
             outputs = [
                 write_text(
                     out.path(paths.reports / "reproduction.md"),
-                    markdown(rows, claims, "Reproduction of the seed experiments", PREFACE),
+                    markdown(
+                        rows,
+                        claims,
+                        "Reproduction of the seed experiments",
+                        PREFACE,
+                        (study_section(params, claims, paths.root / "metrics"),),
+                    ),
                 ),
                 write_text(out.path(paths.reports / "reproduction.csv"), to_csv(rows)),
                 claims_chart(rows, "Seed claims and measured accuracy", out.path(paths.reports / "reproduction.png")),

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import mlflow
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # CI checks the project out with ../shared beside it; tests read the real data from there.
@@ -48,3 +54,31 @@ def private_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     mlflow.set_tracking_uri(uri)  # an earlier test's set_tracking_uri would otherwise win over the variable
     monkeypatch.delenv("CNNLAB_DATA_MIRROR", raising=False)
     return uri
+
+
+def run(command: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def copy_project(project: Path, edit: Callable[[dict], None]) -> dict[str, str]:
+    """A git + DVC copy of the project at `project` with `edit` applied to its params; returns the environment
+    to run its stages in (this interpreter's tools, the copy's sources, no MLflow / DVC / cnnlab overrides)."""
+    for name in ["dvc.yaml", "params.yaml", "claims.yaml", ".dvcignore", ".gitignore", "pyproject.toml"]:
+        shutil.copy(ROOT / name, project / name)
+    for folder in ["stages", "src"]:
+        shutil.copytree(ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    edit(params)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CNNLAB_", "DVC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PYTHONPATH"] = str(project / "src")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    run(["git", "init", "-q"], project, env)
+    run(["dvc", "init", "-q"], project, env)
+    shutil.copytree(ROOT / ".dvc" / "plots", project / ".dvc" / "plots")  # the box plot template
+    run([*git, "add", "-A"], project, env)
+    run([*git, "commit", "-qm", "copy"], project, env)
+    return env

@@ -4,52 +4,33 @@ then MLflow and DVC are asked what they saw."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import mlflow
 import pytest
-import yaml
 
-from conftest import ROOT
+from conftest import copy_project, run
 
 EXPERIMENTS = ["F0", "F1"]
 STAGES = ["download@fashion_mnist", "preprocess@fashion_mnist", "train@F0", "train@F1", "evaluate@F0", "evaluate@F1"]
 STAGES.append("report")
 
 
-def run(command: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done
-
-
-@pytest.fixture(scope="module")
-def repro(tmp_path_factory: pytest.TempPathFactory, fashion_dir: Path) -> tuple[Path, dict, float]:
-    project = tmp_path_factory.mktemp("project")
-    for name in ["dvc.yaml", "params.yaml", "claims.yaml", ".dvcignore", ".gitignore", "pyproject.toml"]:
-        shutil.copy(ROOT / name, project / name)
-    for folder in ["stages", "src"]:
-        shutil.copytree(ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    params = yaml.safe_load((project / "params.yaml").read_text())
+def tiny_budgets(params: dict) -> None:
     params["datasets"] = ["fashion_mnist"]
     params["experiments"] = {k: params["experiments"][k] for k in EXPERIMENTS}
+    params["crossval"], params["ablation"] = {}, {}  # tests/test_study_pipeline.py runs the studies
     params["experiments"]["F1"]["budgets"]["quick"] = {"epochs": 1, "train_samples": 3000}
     # F0's "full" budget is tiny here, so the test can run one experiment on its full budget.
     params["experiments"]["F0"]["budgets"] = {"quick": {"epochs": 1, "train_samples": 1000}, "full": {"epochs": 2}}
     params["experiments"]["F0"]["budgets"]["full"]["train_samples"] = 2000
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CNNLAB_", "DVC_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["PYTHONPATH"] = str(project / "src")
-    run(["git", "init", "-q"], project, env)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], project, env)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], project, env)
-    run(["dvc", "init", "-q"], project, env)
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory: pytest.TempPathFactory, fashion_dir: Path) -> tuple[Path, dict, float, str]:
+    project = tmp_path_factory.mktemp("project")
+    env = copy_project(project, tiny_budgets)
     run(["dvc", "repro"], project, env)
     started = time.perf_counter()
     again = run(["dvc", "repro"], project, env)

@@ -7,6 +7,7 @@ allowed values, so a typo costs a second, not an hour of training.
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
@@ -146,6 +147,142 @@ class Experiment(Strict):
         return override.train_samples if override else None
 
 
+ARM_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # used in file names and MLflow run names
+
+
+class Folds(Strict):
+    """How a study cuts the training split into k folds (scikit-learn's KFold or StratifiedKFold)."""
+
+    k: int = Field(5, ge=2, strict=True)
+    shuffle: bool = False  # False: contiguous folds in file order, as the seed's KFold(5)
+    stratify: bool = False
+
+
+class StudyBudget(Strict):
+    """What a budget changes in a study (unset keeps the study's value)."""
+
+    dataset: str | None = None
+    epochs: PositiveInt | None = None
+    batch_size: PositiveInt | None = None
+    train_samples: PositiveInt | None = None
+    k: int | None = Field(None, ge=2, strict=True)
+
+
+def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` applied; nested mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+class Study(Strict):
+    """Every arm of a study is one experiment's recipe with the study's changes, trained and scored on the same folds.
+
+    An arm never uses the experiment's callbacks: early stopping or best-epoch checkpoints watch the
+    held-out fold, which would let it choose the model it then scores.
+    """
+
+    description: str = ""
+    experiment: str  # the recipe the arms change (its model, optimizer, augmentation, ...)
+    recipe: dict[str, Any] = {}  # changes for every arm (the seeds' C3/C4 train 10 epochs, not C1's 30)
+    folds: Folds = Folds()
+    budgets: dict[Budget, StudyBudget] = {}
+    budget: Budget | None = None  # this study's own budget whatever the global `budget` says
+
+    def arm_changes(self) -> dict[str, dict[str, Any]]:
+        """Arm name -> the recipe changes that make it."""
+        raise NotImplementedError
+
+    def base_changes(self, budget: str) -> dict[str, Any]:
+        override = self.budgets.get(budget)  # type: ignore[call-overload]
+        picked = {k: v for k, v in (override.model_dump() if override else {}).items() if v is not None}
+        return merged(self.recipe, {k: v for k, v in picked.items() if k in ("dataset", "epochs", "batch_size")})
+
+    def folds_for(self, budget: str) -> Folds:
+        override = self.budgets.get(budget)  # type: ignore[call-overload]
+        return self.folds.model_copy(update={"k": override.k}) if override and override.k else self.folds
+
+    def train_samples(self, budget: str) -> int | None:
+        override = self.budgets.get(budget)  # type: ignore[call-overload]
+        return override.train_samples if override else None
+
+    def arms(self, experiment: Experiment, budget: str) -> dict[str, Experiment]:
+        """Each arm's full recipe on `budget`; a ValueError names the arm whose changes do not make a valid recipe."""
+        base = experiment.model_dump(mode="json", exclude={"budgets", "budget", "callbacks"})
+        base = merged(base, self.base_changes(budget))
+        recipes = {}
+        for name, changes in self.arm_changes().items():
+            try:
+                recipes[name] = Experiment.model_validate(merged(base, changes))
+            except ValidationError as exc:
+                problems = "; ".join(_describe(e) for e in exc.errors())
+                raise ValueError(f"arm {name!r} is not a valid recipe: {problems}") from None
+            if recipes[name].callbacks != Callbacks():
+                raise ValueError(f"arm {name!r} sets callbacks: they would watch, and so choose on, the held-out fold")
+            if recipes[name].dataset != base["dataset"]:
+                raise ValueError(f"arm {name!r} changes the data set: every arm must be scored on the same folds")
+        return recipes
+
+
+def _check_arm_names(names: list[str]) -> None:
+    for name in names:
+        if not ARM_NAME.match(name):
+            raise ValueError(f"{name!r}: use letters, digits, '_', '-' or '.' only (it names files and MLflow runs)")
+
+
+class CrossvalStudy(Study):
+    """Named variants of one experiment compared over the same k folds (C3: dropout off against on)."""
+
+    variants: dict[str, dict[str, Any]]  # variant name -> recipe changes
+
+    @field_validator("variants")
+    @classmethod
+    def _two_or_more(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if len(value) < 2:
+            raise ValueError(f"a comparison needs at least two variants, got {len(value)}")
+        _check_arm_names(list(value))
+        return value
+
+    def arm_changes(self) -> dict[str, dict[str, Any]]:
+        return dict(self.variants)
+
+
+class AblationStudy(Study):
+    """A full 2^n factorial design over on/off factors, every cell scored over the same k folds (C4).
+
+    Cells are named by one digit per factor of `design`, in its order: [101] has the first and third on.
+    """
+
+    factors: dict[str, dict[str, Any]]  # factor -> the recipe changes that switch it on
+    design: list[str]  # the factors in the design, in the order of the cell notation
+
+    @model_validator(mode="after")
+    def _design_uses_known_factors(self) -> AblationStudy:
+        _check_arm_names(list(self.factors))
+        unknown = [f for f in self.design if f not in self.factors]
+        if unknown or not self.design or len(set(self.design)) != len(self.design):
+            raise ValueError(
+                f"design must list distinct factors from `factors` ({', '.join(self.factors)}), got {self.design}"
+            )
+        return self
+
+    def cells(self) -> dict[str, list[str]]:
+        """Cell name ('101') -> the factors switched on in it, all 2^n cells in binary order."""
+        n = len(self.design)
+        names = [format(i, f"0{n}b") for i in range(2**n)]
+        return {name: [f for f, bit in zip(self.design, name, strict=True) if bit == "1"] for name in names}
+
+    def arm_changes(self) -> dict[str, dict[str, Any]]:
+        changes: dict[str, dict[str, Any]] = {}
+        for cell, on in self.cells().items():
+            recipe: dict[str, Any] = {}
+            for factor in on:
+                recipe = merged(recipe, self.factors[factor])
+            changes[cell] = recipe
+        return changes
+
+
 class CustomDataset(Strict):
     """A user's own images: a folder or zip of `<split>/<class>/*.jpg|png`."""
 
@@ -179,6 +316,9 @@ class Params(Strict):
     data: Data = Data()
     mlflow: Tracking = Tracking()
     experiments: dict[str, Experiment]
+    # k-fold comparisons and factorial ablations of the experiments (one DVC stage each)
+    crossval: dict[str, CrossvalStudy] = {}
+    ablation: dict[str, AblationStudy] = {}
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Params:
@@ -209,7 +349,46 @@ class Params(Strict):
                         f"{'binary_crossentropy' if binary_data else 'sparse_categorical_crossentropy'} "
                         "or leave loss out to have it chosen"
                     )
+        self._check_studies()
         return self
+
+    def _check_studies(self) -> None:
+        """Every arm of every study must be a valid recipe on every budget, before any training starts."""
+        for section, studies in (("crossval", self.crossval), ("ablation", self.ablation)):
+            for name, study in studies.items():
+                where = f"{section}.{name}"
+                if name in self.experiments or (section == "crossval" and name in self.ablation):
+                    raise ValueError(f"{where}: the id is taken; study ids and experiment ids share metrics/<id>/")
+                if study.experiment not in self.experiments:
+                    raise ValueError(
+                        f"{where}.experiment: unknown experiment {study.experiment!r}; "
+                        f"allowed: {', '.join(self.experiments)}"
+                    )
+                for budget in BUDGETS:
+                    dataset = study.base_changes(budget).get("dataset")
+                    if dataset is not None and dataset not in self.datasets:
+                        raise ValueError(
+                            f"{where}.budgets.{budget}.dataset: {dataset!r} is not in `datasets` "
+                            f"({', '.join(self.datasets)})"
+                        )
+                    try:
+                        study.arms(self.experiments[study.experiment], budget)
+                    except ValueError as exc:
+                        raise ValueError(f"{where} ({budget} budget): {exc}") from None
+
+    def study(self, study_id: str) -> CrossvalStudy | AblationStudy:
+        found = {**self.crossval, **self.ablation}
+        if study_id not in found:
+            raise ParamsError(f"unknown study {study_id!r}; allowed: {', '.join(found) or '(none)'}")
+        return found[study_id]
+
+    def study_budget(self, study_id: str) -> Budget:
+        return self.study(study_id).budget or self.budget
+
+    def study_arms(self, study_id: str) -> dict[str, Experiment]:
+        """Each arm's recipe on the study's budget."""
+        study = self.study(study_id)
+        return study.arms(self.experiments[study.experiment], self.study_budget(study_id))
 
     def experiment(self, exp_id: str) -> Experiment:
         if exp_id not in self.experiments:

@@ -146,11 +146,17 @@ def cifar_cnn(
     num_classes: int,
     dropout: Sequence[float] = (0.25, 0.25, 0.5),
     output_l2: float = 0.0,
+    batchnorm: bool = False,
 ) -> keras.Model:
-    """Seed 004 prog. 6-4a: two conv pairs (32, 64), Dense(512); dropout rates and output L2 as options."""
+    """Seed 004 prog. 6-4a: two conv pairs (32, 64), Dense(512); dropout rates, output L2 and batch
+    normalization (Conv → BatchNormalization → ReLU, C4's optional fourth factor) as options."""
     body: list[layers.Layer] = []
     for filters, rate in zip((32, 64), dropout[:2], strict=True):
-        body += [layers.Conv2D(filters, 3, activation="relu"), layers.Conv2D(filters, 3, activation="relu")]
+        for _ in range(2):
+            if batchnorm:
+                body += [layers.Conv2D(filters, 3), layers.BatchNormalization(), layers.Activation("relu")]
+            else:
+                body += [layers.Conv2D(filters, 3, activation="relu")]
         body += [layers.MaxPooling2D(2)] + ([layers.Dropout(rate)] if rate else [])
     body += [layers.Flatten(), layers.Dense(512, activation="relu")]
     body += [layers.Dropout(dropout[2])] if dropout[2] else []

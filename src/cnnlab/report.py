@@ -30,8 +30,16 @@ class Claim(Strict):
     note: str = ""
 
 
+class StudyClaim(Strict):
+    seed: str
+    text: str
+    arms: dict[str, float] = Field(default_factory=dict)  # arm (or cell) -> the seed's mean over its folds
+    note: str = ""
+
+
 class Claims(Strict):
     experiments: dict[str, Claim]
+    studies: dict[str, StudyClaim] = Field(default_factory=dict)  # optional: a study of your own needs none
     data_notes: dict[str, dict[str, str]] = Field(default_factory=dict)  # data set -> source format -> note
     seed_mistakes: list[str] = Field(default_factory=list)
 
@@ -123,6 +131,10 @@ def build_rows(params: Params, claims: Claims, metrics_root: Path) -> list[Row]:
     return rows
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
@@ -135,7 +147,7 @@ def _count(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
-def markdown(rows: list[Row], claims: Claims, title: str, preface: str = "") -> str:
+def markdown(rows: list[Row], claims: Claims, title: str, preface: str = "", sections: tuple[str, ...] = ()) -> str:
     header = [
         "id",
         "seed",
@@ -165,6 +177,7 @@ def markdown(rows: list[Row], claims: Claims, title: str, preface: str = "") -> 
             *(seconds, r.device, params, r.notes),
         ]
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
+    lines += [line for section in sections for line in ("", section.rstrip())]
     if claims.seed_mistakes:
         lines += ["", "## Mistakes in the seeds that we did not copy", ""]
         lines += [f"- {mistake}" for mistake in claims.seed_mistakes]
@@ -196,3 +209,101 @@ def claims_chart(rows: list[Row], title: str, path: Path) -> Path:
     ax.set(ylim=(0, 100), ylabel="accuracy (%)", title=f"{title} (blue: full budget, grey: quick)")
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |"
+
+
+def _interval_pp(entry: dict) -> str:
+    low, high = entry.get("ci_low"), entry.get("ci_high")
+    return "-" if low is None or high is None else f"[{100 * low:+.2f}, {100 * high:+.2f}] pp"
+
+
+def seed_main_effects(claimed: dict[str, float], arms: dict[str, dict], design: list[str]) -> dict[str, float]:
+    """Main effects computed from the seed's cell means, as ours are from our cells (all cells need a claim)."""
+    if not design or set(arms) - set(claimed):
+        return {}
+    effects = {}
+    for factor in design:
+        on = [claimed[c] for c, a in arms.items() if factor in a["factors"].split("+")]
+        off = [claimed[c] for c, a in arms.items() if factor not in a["factors"].split("+")]
+        effects[factor] = float(np.mean(on) - np.mean(off))
+    return effects
+
+
+def _arms_table(found: dict, claimed: dict[str, float]) -> list[str]:
+    lines = [_row(["arm", "seed's mean", "ours: mean ± std", "95% CI", "difference"]), "|---|---|---|---|---|"]
+    for arm, entry in found["arms"].items():
+        seed_mean = claimed.get(arm)
+        spread = "" if entry.get("std") is None else f" ± {100 * entry['std']:.2f}"
+        interval = (
+            "-" if entry.get("ci_low") is None else f"[{_percent(entry['ci_low'])}, {_percent(entry['ci_high'])}]"
+        )
+        comparable = seed_mean is not None and found["budget"] == "full"  # the quick budget runs other data
+        difference = round(100 * (entry["mean"] - seed_mean), 2) if comparable else None
+        lines.append(
+            _row([f"[{arm}] {entry['factors']}" if "factors" in entry else arm,
+                  "-" if seed_mean is None else f"{seed_mean:.5f}", f"{_percent(entry['mean'])}{spread}", interval,
+                  _signed(difference)])
+        )  # fmt: skip
+    return lines
+
+
+def _comparison_lines(found: dict, claimed: dict[str, float]) -> list[str]:
+    lines = []
+    for c in found.get("comparisons", {}).values():
+        first, second = c["first"], c["second"]
+        seed = ""
+        if first in claimed and second in claimed:
+            seed = f"; the seed's means differ by {100 * (claimed[second] - claimed[first]):+.2f} pp"
+        lines.append(
+            f"- {second} vs {first}: {100 * c['mean_difference']:+.2f} pp {_interval_pp(c)}, paired t p = "
+            f"{c['p_t']:.3g}, corrected t p = {c['p_t_corrected']:.3g}, Wilcoxon p = {c['p_wilcoxon']:.3g}, "
+            f"d_z = {c['cohen_dz']:.2f}, better on {c['wins']} of {c['folds']} folds{seed}."
+        )
+    return lines
+
+
+def _effect_lines(found: dict, claimed: dict[str, float]) -> list[str]:
+    seed_effects = seed_main_effects(claimed, found["arms"], found.get("design", []))
+    lines = []
+    for term, e in found.get("effects", {}).items():
+        if e["kind"] == "main":
+            seed = f"; from the seed's cell means: {100 * seed_effects[term]:+.2f} pp" if term in seed_effects else ""
+            lines.append(
+                f"- main effect of {term}: {100 * e['effect']:+.2f} pp {_interval_pp(e)} (p = {e['p']:.3g}){seed}."
+            )
+    return lines
+
+
+def study_section(params: Params, claims: Claims, metrics_root: Path) -> str:
+    """The studies' arms beside the seeds' means, their comparisons or main effects, and the seeds' notes."""
+    studies = [(i, "crossval") for i in params.crossval] + [(i, "ablation") for i in params.ablation]
+    if not studies:
+        return ""
+    lines = ["## Cross-validation and ablation studies", ""]
+    for study_id, kind in studies:
+        claim = claims.studies.get(study_id)
+        found = _read(metrics_root / study_id / f"{kind}.json")
+        lines += [f"### {study_id} ({kind}{', seed ' + claim.seed if claim else ''})", ""]
+        lines += [f"The seed: {claim.text}", ""] if claim else []
+        if not found:
+            lines += [f"Not run yet: `dvc repro {kind}@{study_id}` runs it.", ""]
+            continue
+        lines += [
+            f"Ours: {found['model']} on {found['dataset']}, {found['k']} folds, {plural(found['epochs'], 'epoch')}, "
+            f"{found['train_samples']:,} training images, budget `{found['budget']}`, device {found['device']}: "
+            f"{found['trainings']} trainings, {found['train_seconds_all_folds']:.0f} s of training. "
+            f"All tables: `reports/{study_id}/README.md`."
+            + (
+                " A quick-budget smoke run: the differences from the seed are left out."
+                if found["budget"] != "full"
+                else ""
+            ),
+            "",
+        ]
+        claimed = claim.arms if claim else {}
+        lines += [*_arms_table(found, claimed), "", *_comparison_lines(found, claimed), *_effect_lines(found, claimed)]
+        lines += ["", claim.note, ""] if claim and claim.note else [""]
+    return "\n".join(lines)

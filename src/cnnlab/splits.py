@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+
+Fold = tuple[np.ndarray, np.ndarray]  # (training rows, held-out rows)
 
 
 def stratified_split(
@@ -26,3 +28,15 @@ def stratified_subsample(labels: np.ndarray, size: int, seed: int) -> np.ndarray
     index = np.arange(len(labels))
     kept, _ = train_test_split(index, train_size=size, random_state=seed, stratify=labels)  # exactly `size`
     return np.sort(kept)
+
+
+def kfold_splits(
+    labels: np.ndarray, k: int, shuffle: bool = False, stratify: bool = False, seed: int = 42
+) -> list[Fold]:
+    """The k (train, validation) index pairs of k-fold cross-validation: every index is validated exactly once.
+
+    Without shuffling the folds are contiguous blocks in file order (the seeds' `KFold(5)`); with `stratify`
+    every fold keeps the class proportions.
+    """
+    splitter = (StratifiedKFold if stratify else KFold)(k, shuffle=shuffle, random_state=seed if shuffle else None)
+    return [(train, val) for train, val in splitter.split(np.zeros(len(labels)), labels)]

@@ -55,6 +55,10 @@ class Paths:
     def reports(self) -> Path:
         return self.root / "reports"
 
+    def folds(self, study: str) -> Path:
+        """The finished trainings of a study, one record per arm and fold (what an interrupted study resumes from)."""
+        return self.root / "folds" / study
+
     def data_hash(self, dataset: str) -> str:
         """A digest of the prepared arrays (their sha256s are recorded in meta.json)."""
         meta = self.prepared(dataset) / "meta.json"
@@ -64,20 +68,32 @@ class Paths:
 
 
 def mlflow_run(
-    stage: str, target: str, params: Params, paths: Paths, data_hash: str | None, logged: Mapping[str, Any]
+    stage: str,
+    target: str,
+    params: Params,
+    paths: Paths,
+    data_hash: str | None,
+    logged: Mapping[str, Any],
+    run_id: str | None = None,
 ) -> AbstractContextManager[mlflow.ActiveRun]:
-    """The MLflow run of one execution of `stage` on `target`: an experiment id, a data set, or "" for a stage
-    that covers everything (named `stage@target` as DVC names foreach stages; FAILED on failure)."""
+    """The MLflow run of one execution of `stage` on `target`: an experiment or study id, a data set, or ""
+    for a stage that covers everything (named `stage@target` as DVC names foreach stages; FAILED on failure).
+    `run_id` resumes an earlier run instead of starting one."""
     is_experiment = target in params.experiments
+    is_study = target in params.crossval or target in params.ablation
+    budget = params.budget
+    if is_experiment or is_study:
+        budget = params.budget_of(target) if is_experiment else params.study_budget(target)
     return stage_run(
         stage,
         target,
-        target_tag="experiment_id" if is_experiment else "dataset",
+        target_tag="experiment_id" if is_experiment else "study" if is_study else "dataset",
         root=paths.root,
         tracking_experiment=params.mlflow.experiment_name,
-        budget=params.budget_of(target) if is_experiment else params.budget,
+        budget=budget,
         data_hash=data_hash,
         params=logged,
+        run_id=run_id,
     )
 
 

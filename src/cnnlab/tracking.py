@@ -96,10 +96,13 @@ def stage_run(
     budget: str,
     data_hash: str | None,
     params: Mapping[str, Any],
+    run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run for one stage execution, marked FAILED if the stage raises or is stopped by a signal.
 
     A stage that learns its data hash only while it runs passes None and tags `data_hash` itself.
+    `run_id` resumes that run (a study picking up where an interrupted execution stopped) instead of
+    starting a new one.
     """
     from cnnlab import backend  # imports Keras: only when a run really starts
 
@@ -118,7 +121,8 @@ def stage_run(
     exp = use_experiment(tracking_experiment, root)
     previous = {sig: signal.signal(sig, _raise_on_signal) for sig in STOP_SIGNALS}
     try:
-        run = mlflow.start_run(experiment_id=exp, run_name=f"{stage}@{target}" if target else stage, tags=tags)
+        name = f"{stage}@{target}" if target else stage
+        run = mlflow.start_run(run_id=run_id, experiment_id=exp, run_name=name, tags=tags)
         try:
             mlflow.log_params(flatten(params))
             yield run

@@ -1,0 +1,292 @@
+"""Run a study: every arm trained and scored on the same k folds, as nested MLflow runs, resumable.
+
+MLflow: the stage's run (`crossval@C3`) is the parent, each arm a child (`C3/dropout`), each fold a
+grandchild (`C3/dropout/fold2`) with its own params and per-epoch metrics.
+
+Resuming: every finished training is recorded at once in `folds/<study>/<arm>/fold<i>.json` (written
+atomically), with a fingerprint of everything its score depends on: the arms' recipes, folds, seed,
+sample count, data and code. An interrupted study run again with the same fingerprint skips the finished
+trainings, reopens its parent and arm runs instead of starting new ones, and deletes the run of the
+training that was cut off, so MLflow ends with exactly one finished run per arm and fold. A changed
+study starts afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+
+import cnnlab
+from cnnlab import stage
+from cnnlab.config import Experiment, Params
+from cnnlab.files import combined_hash, sha256_file, write_json
+from cnnlab.prepare import load_prepared
+from cnnlab.splits import Fold, kfold_splits, stratified_subsample
+from cnnlab.tracking import flatten
+from cnnlab.training import Arrays, fit, seeded_model
+
+log = logging.getLogger("cnnlab.study")
+RUNS_FILE = "runs.json"
+
+
+@dataclass(frozen=True)
+class FoldScore:
+    """One arm trained on one fold's training part and scored on its held-out part."""
+
+    arm: str
+    fold: int  # 1-based
+    val_accuracy: float
+    val_loss: float
+    train_accuracy: float
+    train_samples: int
+    val_samples: int
+    epochs: int
+    seconds: float
+    run_id: str
+    fingerprint: str
+
+
+@dataclass
+class StudyRun:
+    """What a study run produced: its scores in arm and fold order, and how long the new trainings took."""
+
+    scores: list[FoldScore]
+    trained: int  # trainings run now (the rest were finished by an earlier, interrupted run)
+    train_seconds: float
+    wall_seconds: float
+    parent_run_id: str
+
+    @property
+    def trainings_per_minute(self) -> float:
+        return 60 * self.trained / self.wall_seconds if self.trained else 0.0
+
+
+def code_version() -> str:
+    """A digest of the library's source: a training recorded by other code is not reused."""
+    return combined_hash(sha256_file(p) for p in sorted(Path(cnnlab.__file__).parent.glob("*.py")))
+
+
+class Ledger:
+    """The finished trainings of one study and the MLflow runs they belong to."""
+
+    def __init__(self, folder: Path, fingerprint: str):
+        self.folder, self.fingerprint = folder, fingerprint
+        self.runs: dict[str, Any] = {}
+        runs_file = folder / RUNS_FILE
+        if runs_file.is_file():
+            recorded = json.loads(runs_file.read_text())
+            if recorded.get("fingerprint") == fingerprint:
+                self.runs = recorded
+            else:
+                log.info("%s: the study changed since its trainings were recorded; starting afresh", folder.name)
+                self._clear()
+
+    def _clear(self) -> None:
+        for path in self.folder.rglob("*.json"):
+            path.unlink()
+
+    def _fold_path(self, arm: str, fold: int) -> Path:
+        return self.folder / arm / f"fold{fold}.json"
+
+    def finished(self, arm: str, fold: int) -> FoldScore | None:
+        path = self._fold_path(arm, fold)
+        if not path.is_file():
+            return None
+        score = FoldScore(**json.loads(path.read_text()))
+        return score if score.fingerprint == self.fingerprint else None
+
+    def record(self, score: FoldScore) -> None:
+        write_json(self._fold_path(score.arm, score.fold), asdict(score))
+
+    def run_id(self, key: str) -> str | None:
+        """The MLflow run recorded for `key` ('parent' or an arm), if it still exists and is not deleted."""
+        run_id = self.runs.get("parent") if key == "parent" else self.runs.get("arms", {}).get(key)
+        if not run_id:
+            return None
+        try:
+            found = mlflow.MlflowClient().get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            return None
+        return run_id if found.info.lifecycle_stage == "active" else None
+
+    def remember(self, key: str, run_id: str) -> None:
+        runs = {"fingerprint": self.fingerprint, "parent": self.runs.get("parent"), "arms": self.runs.get("arms", {})}
+        if key == "parent":
+            runs["parent"] = run_id
+        else:
+            runs["arms"] = {**runs["arms"], key: run_id}
+        self.runs = runs
+        write_json(self.folder / RUNS_FILE, runs)
+
+
+def study_fingerprint(kind: str, arms: dict[str, Experiment], folds: list[Fold], seed: int, data_hash: str) -> str:
+    recipes = json.dumps({a: r.model_dump(mode="json") for a, r in arms.items()}, sort_keys=True)
+    cuts = hashlib.sha256(b"".join(val.astype(np.int64).tobytes() + b"|" for _, val in folds)).hexdigest()
+    return combined_hash([kind, recipes, cuts, str(seed), data_hash, code_version()])
+
+
+@dataclass
+class StudyPlan:
+    """A study ready to run: its arms, the data and folds they share, and the ledger of finished trainings."""
+
+    kind: str  # the stage: crossval or ablation
+    study_id: str
+    arms: dict[str, Experiment]
+    x: np.ndarray
+    y: np.ndarray
+    classes: list[str]
+    dataset: str
+    folds: list[Fold]
+    data_hash: str
+    ledger: Ledger
+
+    @classmethod
+    def make(cls, kind: str, study_id: str, params: Params, paths: stage.Paths) -> StudyPlan:
+        study, budget, arms = params.study(study_id), params.study_budget(study_id), params.study_arms(study_id)
+        dataset = next(iter(arms.values())).dataset
+        prepared = load_prepared(paths.prepared(dataset))
+        x, y = prepared.splits["train"]  # the folds are cut from the training split; the test set is not used
+        limit = study.train_samples(budget)
+        if limit:
+            keep = stratified_subsample(y, limit, params.seed)
+            x, y = x[keep], y[keep]
+        spec = study.folds_for(budget)
+        folds = kfold_splits(y, spec.k, spec.shuffle, spec.stratify, params.seed)
+        data_hash = paths.data_hash(dataset)
+        ledger = Ledger(paths.folds(study_id), study_fingerprint(kind, arms, folds, params.seed, data_hash))
+        return cls(kind, study_id, arms, x, y, prepared.classes, dataset, folds, data_hash, ledger)
+
+    @property
+    def total(self) -> int:
+        return len(self.arms) * len(self.folds)
+
+    def parent_run(
+        self, params: Params, paths: stage.Paths, logged: dict[str, Any]
+    ) -> AbstractContextManager[mlflow.ActiveRun]:
+        """The stage's MLflow run: the interrupted one reopened if there is one, else a new one."""
+        return stage.mlflow_run(
+            self.kind, self.study_id, params, paths, self.data_hash, logged, run_id=self.ledger.run_id("parent")
+        )
+
+    def train_all(self, seed: int) -> StudyRun:
+        """Train every arm on every fold, skipping what an interrupted run finished (inside `parent_run`)."""
+        parent = mlflow.active_run()
+        assert parent is not None, "train_all runs inside parent_run()"
+        self.ledger.remember("parent", parent.info.run_id)
+        log.info(
+            "%s: %d arms x %d folds = %d trainings on %d %s images, %d epochs each",
+            *(self.study_id, len(self.arms), len(self.folds), self.total, len(self.y), self.dataset),
+            next(iter(self.arms.values())).epochs,
+        )
+        scores: list[FoldScore] = []
+        trained, train_seconds, started = 0, 0.0, time.perf_counter()
+        for arm, recipe in self.arms.items():
+            arm_id = self.ledger.run_id(arm)
+            with nested_run(f"{self.study_id}/{arm}", {"arm": arm}, run_id=arm_id) as run:
+                if arm_id is None:
+                    mlflow.log_params({"arm": arm, **flat_recipe(recipe)})
+                self.ledger.remember(arm, run.info.run_id)
+                done = {fold: self.ledger.finished(arm, fold) for fold in range(1, len(self.folds) + 1)}
+                _discard_interrupted(run.info.run_id, {s.run_id for s in done.values() if s})
+                for fold, (train_index, val_index) in enumerate(self.folds, start=1):
+                    score = done[fold]
+                    if score is None:
+                        train = (self.x[train_index], self.y[train_index])
+                        val = (self.x[val_index], self.y[val_index])
+                        score = self._train_and_record(arm, fold, recipe, train, val, seed)
+                        trained, train_seconds = trained + 1, train_seconds + score.seconds
+                        self._progress(len(scores) + 1, trained, time.perf_counter() - started, score)
+                    else:
+                        log.info("%s %s fold %d: finished earlier (%.4f), not retrained",
+                                 self.study_id, arm, fold, score.val_accuracy)  # fmt: skip
+                    scores.append(score)
+                arm_scores = [s.val_accuracy for s in scores if s.arm == arm]
+                mlflow.log_metrics({"mean_val_accuracy": float(np.mean(arm_scores)), "folds": len(arm_scores)})
+        result = StudyRun(scores, trained, train_seconds, time.perf_counter() - started, parent.info.run_id)
+        mlflow.log_metrics(
+            {"trainings_now": trained, "trainings_per_minute": result.trainings_per_minute,
+             "wall_seconds": result.wall_seconds}
+        )  # fmt: skip
+        return result
+
+    def _train_and_record(
+        self,
+        arm: str,
+        fold: int,
+        recipe: Experiment,
+        train: Arrays,
+        val: Arrays,
+        seed: int,
+    ) -> FoldScore:
+        name = f"{self.study_id}/{arm}/fold{fold}"
+        with nested_run(name, {"arm": arm, "fold": str(fold)}) as run:
+            sizes = {"train_samples": len(train[1]), "val_samples": len(val[1])}
+            mlflow.log_params({"arm": arm, "fold": fold, **sizes, **flat_recipe(recipe)})
+            final, epochs, seconds = train_fold(recipe, train, val, len(self.classes), seed + fold)
+            mlflow.log_metrics({"fold_val_accuracy": final["val_accuracy"], "train_seconds": seconds})
+        score = FoldScore(
+            arm=arm,
+            fold=fold,
+            val_accuracy=final["val_accuracy"],
+            val_loss=final["val_loss"],
+            train_accuracy=final["accuracy"],
+            epochs=epochs,
+            seconds=round(seconds, 2),
+            run_id=run.info.run_id,
+            fingerprint=self.ledger.fingerprint,
+            **sizes,
+        )
+        self.ledger.record(score)  # only once the run has ended FINISHED: a record always means a finished run
+        return score
+
+    def _progress(self, position: int, trained: int, elapsed: float, score: FoldScore) -> None:
+        left = (self.total - position) * elapsed / trained
+        log.info(
+            "%s %s fold %d: val accuracy %.4f (%.1f s); %d of %d done, about %.1f min left",
+            *(self.study_id, score.arm, score.fold, score.val_accuracy, score.seconds, position, self.total),
+            left / 60,
+        )
+
+
+def nested_run(name: str, tags: dict[str, str], run_id: str | None = None) -> mlflow.ActiveRun:
+    """A child of the active run, in the active run's MLflow experiment (not the default one)."""
+    parent = mlflow.active_run()
+    assert parent is not None
+    return mlflow.start_run(
+        run_id=run_id, experiment_id=parent.info.experiment_id, run_name=name, nested=True, tags=tags
+    )
+
+
+def _discard_interrupted(arm_run_id: str, kept: set[str]) -> None:
+    """Delete the fold runs under an arm that no finished training owns (cut off by an interruption)."""
+    client = mlflow.MlflowClient()
+    arm_run = client.get_run(arm_run_id)
+    children = client.search_runs(
+        [arm_run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{arm_run_id}'"
+    )
+    for child in children:
+        if child.info.run_id not in kept:
+            log.info("discarding the interrupted run %s (%s)", child.info.run_name, child.info.status)
+            client.delete_run(child.info.run_id)
+
+
+def train_fold(
+    recipe: Experiment, train: Arrays, val: Arrays, classes: int, seed: int
+) -> tuple[dict[str, float], int, float]:
+    """Fit a fresh model on the fold's training part only; its last epoch is scored on the held-out part."""
+    model = seeded_model(recipe, train[0].shape[1:], classes, seed)
+    result = fit(model, recipe, train, val, classes, seed, [mlflow.keras.MlflowCallback()], verbose=0)
+    return result.at_kept_epoch(), result.epochs_run, result.seconds
+
+
+def flat_recipe(recipe: Experiment) -> dict[str, Any]:
+    return flatten(recipe.model_dump(mode="json", exclude={"budgets", "budget", "description"}))
