@@ -210,3 +210,41 @@ def test_summarize_keeps_the_arm_order() -> None:
     summary = summarize(table)
     assert list(summary["arm"]) == ["00", "01", "10", "11"] and set(summary["folds"]) == {5}
     assert summary.set_index("arm").loc["10", "mean"] == pytest.approx(0.7 + 0.06 + 0.06)
+
+
+# ---------------------------------------------------------------- check and report
+
+
+def test_check_lists_each_study_with_its_trainings(capsys: pytest.CaptureFixture[str]) -> None:
+    from cnnlab.cli import main as cli
+
+    assert cli(["--params", str(ROOT / "params.yaml"), "check"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    c4 = next(line for line in lines if line.strip().startswith("C4"))
+    assert "ablation of C1 on fashion_mnist" in c4 and "8 arms x 5 folds = 40 trainings" in c4
+
+
+def test_report_sets_the_seed_effects_beside_ours(tmp_path: Path) -> None:
+    from cnnlab.report import load_claims, seed_main_effects, study_section
+
+    claims = load_claims(ROOT / "claims.yaml")
+    params = parse_params(project_params())
+    cells = params.study("C4").cells()
+    arms = {cell: {"factors": "+".join(on) or "none", "mean": 0.7, "std": 0.01, "ci_low": 0.69, "ci_high": 0.71}
+            for cell, on in cells.items()}  # fmt: skip
+    seed = seed_main_effects(claims.studies["C4"].arms, arms, ["augmentation", "dropout", "l2"])
+    assert seed["augmentation"] == pytest.approx(0.756145 - 0.7336325)  # mean([1xx]) - mean([0xx]), leaky
+    assert "Not run yet: `dvc repro ablation@C4`" in study_section(params, claims, tmp_path)
+    effect = {"kind": "main", "effect": -0.01, "ci_low": -0.02, "ci_high": 0.0, "p": 0.04, "std": 0.01}
+    found = {"model": "C1", "dataset": "cifar10", "k": 5, "epochs": 10, "train_samples": 50000, "budget": "full",
+             "device": "cpu", "trainings": 40, "train_seconds_all_folds": 100.0, "arms": arms,
+             "design": ["augmentation", "dropout", "l2"], "effects": {"augmentation": effect}}  # fmt: skip
+    (tmp_path / "C4").mkdir()
+    (tmp_path / "C4" / "ablation.json").write_text(json.dumps(found))
+    text = study_section(params, claims, tmp_path)
+    assert "| [100] augmentation | 0.79340 | 70.00% ± 1.00 | [69.00%, 71.00%] | -9.34 pp |" in text
+    assert (
+        "main effect of augmentation: -1.00 pp [-2.00, +0.00] pp (p = 0.04); from the seed's cell means: +2.25 pp"
+        in text
+    )
+    assert "leak" in text

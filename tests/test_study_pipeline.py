@@ -100,6 +100,13 @@ def test_mlflow_holds_one_finished_run_per_cell_and_fold(studies: dict) -> None:
     assert fold["params.augmentation.horizontal_flip"] == "True" and fold["params.train_samples"] == "600"
     history = mlflow.MlflowClient().get_metric_history(fold["run_id"], "val_accuracy")
     assert [m.step for m in history] == [0, 1]  # per-epoch metrics
+    cell = cells[cells["tags.mlflow.runName"] == "C4/101"].iloc[0]
+    assert cell["metrics.folds"] == FOLDS and cell["params.model_options.output_l2"] == "0.01"
+    curve = mlflow.MlflowClient().get_metric_history(cell["run_id"], "mean_val_accuracy")
+    assert [m.step for m in curve] == [0, 1]  # the fold-averaged learning curve, logged once
+    assert cell["metrics.mean_fold_val_accuracy"] == pytest.approx(
+        folds[folds["tags.arm"] == "101"]["metrics.fold_val_accuracy"].mean()
+    )
     recorded = {json.loads(text)["run_id"] for text in finished(studies["project"]).values()}
     assert recorded == set(folds["run_id"])
 

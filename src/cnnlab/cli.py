@@ -12,7 +12,7 @@ from cnnlab.datasets import DATASETS
 from cnnlab.files import write_text
 from cnnlab.models import MODELS
 from cnnlab.predict import PredictInputError
-from cnnlab.report import build_rows, claims_chart, load_claims, markdown
+from cnnlab.report import build_rows, claims_chart, load_claims, markdown, study_section
 from cnnlab.tracking import ARTIFACTS_DIR, tracking_uri, use_experiment
 
 
@@ -28,6 +28,16 @@ def check(args: argparse.Namespace) -> int:
             f"{recipe.epochs:3} epochs, batch {recipe.batch_size:3}, {recipe.optimizer.name}"
             + (f", {samples:,} training images" if samples else "")
         )
+    for kind, studies in (("crossval", params.crossval), ("ablation", params.ablation)):
+        for study_id, study in studies.items():
+            budget = params.study_budget(study_id)
+            arms, folds, samples = params.study_arms(study_id), study.folds_for(budget), study.train_samples(budget)
+            first = next(iter(arms.values()))
+            print(
+                f"  {study_id:10} {kind} of {study.experiment} on {first.dataset:13} budget {budget:5} "
+                f"{len(arms)} arms x {folds.k} folds = {len(arms) * folds.k} trainings of {first.epochs} epochs"
+                + (f", {samples:,} images" if samples else "")
+            )
     return 0
 
 
@@ -94,7 +104,8 @@ def report(args: argparse.Namespace) -> int:
     rows = build_rows(params, claims, Path(args.metrics))
     if args.measured_only:
         rows = [r for r in rows if r.test_accuracy is not None]
-    text = markdown(rows, claims, args.title)
+    studies = study_section(params, claims, Path(args.metrics), args.measured_only)
+    text = markdown(rows, claims, args.title, sections=(studies,) if studies else ())
     if args.chart:
         print("wrote", claims_chart(rows, args.title, Path(args.chart)))
     if args.out:

@@ -277,9 +277,11 @@ def _effect_lines(found: dict, claimed: dict[str, float]) -> list[str]:
     return lines
 
 
-def study_section(params: Params, claims: Claims, metrics_root: Path) -> str:
+def study_section(params: Params, claims: Claims, metrics_root: Path, measured_only: bool = False) -> str:
     """The studies' arms beside the seeds' means, their comparisons or main effects, and the seeds' notes."""
     studies = [(i, "crossval") for i in params.crossval] + [(i, "ablation") for i in params.ablation]
+    if measured_only:
+        studies = [(i, kind) for i, kind in studies if (metrics_root / i / f"{kind}.json").is_file()]
     if not studies:
         return ""
     lines = ["## Cross-validation and ablation studies", ""]

@@ -209,8 +209,8 @@ class StudyPlan:
                         log.info("%s %s fold %d: finished earlier (%.4f), not retrained",
                                  self.study_id, arm, fold, score.val_accuracy)  # fmt: skip
                     scores.append(score)
-                arm_scores = [s.val_accuracy for s in scores if s.arm == arm]
-                mlflow.log_metrics({"mean_val_accuracy": float(np.mean(arm_scores)), "folds": len(arm_scores)})
+                arm_scores = [s for s in scores if s.arm == arm]
+                log_fold_means(run.info.run_id, [s.run_id for s in arm_scores])
         result = StudyRun(scores, trained, train_seconds, time.perf_counter() - started, parent.info.run_id)
         mlflow.log_metrics(
             {"trainings_now": trained, "trainings_per_minute": result.trainings_per_minute,
@@ -266,6 +266,29 @@ def nested_run(name: str, tags: dict[str, str], run_id: str | None = None) -> ml
     )
 
 
+EPOCH_METRICS = ("accuracy", "loss", "val_accuracy", "val_loss")
+
+
+def log_fold_means(arm_run_id: str, fold_run_ids: list[str]) -> None:
+    """The arm's learning curves, each epoch's metrics averaged over its folds (step = epoch), and its mean score.
+
+    Logged once: a resumed arm that had already logged them is left as it is.
+    """
+    client = mlflow.MlflowClient()
+    if client.get_run(arm_run_id).data.metrics.get("folds") == len(fold_run_ids):
+        return
+    for name in EPOCH_METRICS:
+        per_step: dict[int, list[float]] = {}
+        for run_id in fold_run_ids:
+            for point in client.get_metric_history(run_id, name):
+                per_step.setdefault(point.step, []).append(point.value)
+        for step, values in sorted(per_step.items()):
+            client.log_metric(arm_run_id, f"mean_{name}", float(np.mean(values)), step=step)
+    finals = [client.get_run(r).data.metrics["fold_val_accuracy"] for r in fold_run_ids]
+    client.log_metric(arm_run_id, "mean_fold_val_accuracy", float(np.mean(finals)))
+    client.log_metric(arm_run_id, "folds", len(fold_run_ids))
+
+
 def _discard_interrupted(arm_run_id: str, kept: set[str]) -> None:
     """Delete the fold runs under an arm that no finished training owns (cut off by an interruption)."""
     client = mlflow.MlflowClient()
@@ -284,7 +307,7 @@ def train_fold(
 ) -> tuple[dict[str, float], int, float]:
     """Fit a fresh model on the fold's training part only; its last epoch is scored on the held-out part."""
     model = seeded_model(recipe, train[0].shape[1:], classes, seed)
-    result = fit(model, recipe, train, val, classes, seed, [mlflow.keras.MlflowCallback()], verbose=0)
+    result = fit(model, recipe, train, val, classes, seed, [mlflow.keras.MlflowCallback()], verbose=2)
     return result.at_kept_epoch(), result.epochs_run, result.seconds
 
 
