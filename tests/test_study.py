@@ -33,7 +33,7 @@ def test_c3_and_c4_arms_follow_the_seed() -> None:
     assert c3["no_dropout"].model_options["dropout"] == [0.0, 0.0, 0.0]
     assert c3["dropout"].model_options["dropout"] == [0.25, 0.25, 0.5]
     assert {(r.dataset, r.epochs, r.batch_size) for r in c3.values()} == {("cifar10", 10, 128)}
-    assert params.study("C3").folds_for("full").model_dump() == {"k": 5, "shuffle": False, "stratify": False}
+    assert params.study("C3").folds_for("full").model_dump() == {"k": 5, "shuffle": True, "stratify": True}
     c4 = params.study("C4").arms(params.experiments["C1"], "full")
     assert list(c4) == ["000", "001", "010", "011", "100", "101", "110", "111"]
     assert c4["000"].model_options == {"dropout": [0.0, 0.0, 0.0]} and c4["000"].augmentation.rotation_range == 0
@@ -248,3 +248,31 @@ def test_report_sets_the_seed_effects_beside_ours(tmp_path: Path) -> None:
         in text
     )
     assert "leak" in text
+
+
+def test_an_unknown_study_is_a_clear_error(tmp_path: Path) -> None:
+    from cnnlab.study_outputs import crossval_outputs, run_study_stage
+
+    params = parse_params(project_params())
+    with pytest.raises(ParamsError, match=r"unknown crossval study 'C4'; params.yaml `crossval` has: C3"):
+        run_study_stage("crossval", "C4", params, Paths(tmp_path), crossval_outputs)
+
+
+def test_unshuffled_folds_of_class_sorted_data_are_refused(tmp_path: Path) -> None:
+    """Image folders are read class by class: KFold without shuffling would hold whole classes out of training."""
+    count = 300
+    paths = Paths(tmp_path)
+    write_prepared(paths.prepared("fashion_mnist"), indexed_images(count), np.sort(np.arange(count) % 10))
+    raw = project_params()
+    raw["datasets"] = ["fashion_mnist"]
+    raw["experiments"] = {"C1": raw["experiments"]["C1"] | {"dataset": "fashion_mnist"}}
+    raw["ablation"] = {}
+    raw["crossval"]["C3"]["folds"] = {"k": 5, "shuffle": False, "stratify": False}
+    raw["crossval"]["C3"]["budgets"]["quick"] = {"epochs": 1}
+    with pytest.raises(
+        ParamsError, match=r"crossval\.C3: fold 1 would train on no image of class c0, c1: .*shuffle: true"
+    ):
+        StudyPlan.make("crossval", "C3", parse_params(raw), paths)
+    raw["crossval"]["C3"]["folds"] = {"k": 5, "shuffle": True, "stratify": True}
+    plan = StudyPlan.make("crossval", "C3", parse_params(raw), paths)
+    assert all(np.bincount(plan.y[val], minlength=10).tolist() == [6] * 10 for _, val in plan.folds)

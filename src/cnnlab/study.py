@@ -27,7 +27,7 @@ import numpy as np
 
 import cnnlab
 from cnnlab import stage
-from cnnlab.config import Experiment, Params
+from cnnlab.config import Experiment, Params, ParamsError
 from cnnlab.files import combined_hash, sha256_file, write_json
 from cnnlab.prepare import load_prepared
 from cnnlab.splits import Fold, kfold_splits, stratified_subsample
@@ -128,6 +128,19 @@ class Ledger:
         write_json(self.folder / RUNS_FILE, runs)
 
 
+def check_every_fold_sees_every_class(folds: list[Fold], y: np.ndarray, classes: list[str], where: str) -> None:
+    """Refuse folds whose training part lacks a class: unshuffled folds of class-sorted data (image folders are
+    read class by class) would score a model on classes it never saw."""
+    for number, (train_index, _) in enumerate(folds, start=1):
+        missing = sorted(set(range(len(classes))) - set(np.unique(y[train_index]).tolist()))
+        if missing:
+            names = ", ".join(str(classes[i]) for i in missing)
+            raise ParamsError(
+                f"{where}: fold {number} would train on no image of class {names}: the training split is ordered "
+                f"by class, so unshuffled folds cut whole classes out; set `folds: {{shuffle: true, stratify: true}}`"
+            )
+
+
 def study_fingerprint(kind: str, arms: dict[str, Experiment], folds: list[Fold], seed: int, data_hash: str) -> str:
     recipes = json.dumps({a: r.model_dump(mode="json") for a, r in arms.items()}, sort_keys=True)
     cuts = hashlib.sha256(b"".join(val.astype(np.int64).tobytes() + b"|" for _, val in folds)).hexdigest()
@@ -161,6 +174,7 @@ class StudyPlan:
             x, y = x[keep], y[keep]
         spec = study.folds_for(budget)
         folds = kfold_splits(y, spec.k, spec.shuffle, spec.stratify, params.seed)
+        check_every_fold_sees_every_class(folds, y, prepared.classes, f"{kind}.{study_id}")
         data_hash = paths.data_hash(dataset)
         ledger = Ledger(paths.folds(study_id), study_fingerprint(kind, arms, folds, params.seed, data_hash))
         return cls(kind, study_id, arms, x, y, prepared.classes, dataset, folds, data_hash, ledger)
