@@ -285,6 +285,11 @@ def study_section(params: Params, claims: Claims, metrics_root: Path, measured_o
     if not studies:
         return ""
     lines = ["## Cross-validation and ablation studies", ""]
+    lines += [
+        "Fold scores are accuracies on held-out folds of the training split. p-values are per comparison and per "
+        "effect, not adjusted for multiple comparisons.",
+        "",
+    ]
     for study_id, kind in studies:
         claim = claims.studies.get(study_id)
         found = _read(metrics_root / study_id / f"{kind}.json")
