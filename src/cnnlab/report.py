@@ -131,6 +131,15 @@ def build_rows(params: Params, claims: Claims, metrics_root: Path) -> list[Row]:
     return rows
 
 
+def table_row(cells: list[str]) -> str:
+    """One Markdown table row ('|' inside a cell would split it, so it becomes '/')."""
+    return "| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join([table_row(header), "|" + "---|" * len(header), *(table_row(r) for r in rows)])
+
+
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
@@ -167,7 +176,7 @@ def markdown(rows: list[Row], claims: Claims, title: str, preface: str = "", sec
     lines = [f"# {title}", ""]
     if preface:
         lines += [preface, ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += [table_row(header), "|" + "---|" * len(header)]
     for r in rows:
         params = f"{_count(r.params_claimed)} / {_count(r.params_measured)}"
         seconds = "-" if r.train_seconds is None else f"{r.train_seconds:.0f} s"
@@ -176,7 +185,7 @@ def markdown(rows: list[Row], claims: Claims, title: str, preface: str = "", sec
             *(_percent(r.test_accuracy), _signed(r.difference), r.budget, r.epochs, _count(r.train_samples)),
             *(seconds, r.device, params, r.notes),
         ]
-        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
+        lines.append(table_row(cells))
     lines += [line for section in sections for line in ("", section.rstrip())]
     if claims.seed_mistakes:
         lines += ["", "## Mistakes in the seeds that we did not copy", ""]
@@ -211,10 +220,6 @@ def claims_chart(rows: list[Row], title: str, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _row(cells: list[str]) -> str:
-    return "| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |"
-
-
 def _interval_pp(entry: dict) -> str:
     low, high = entry.get("ci_low"), entry.get("ci_high")
     return "-" if low is None or high is None else f"[{100 * low:+.2f}, {100 * high:+.2f}] pp"
@@ -233,7 +238,7 @@ def seed_main_effects(claimed: dict[str, float], arms: dict[str, dict], design: 
 
 
 def _arms_table(found: dict, claimed: dict[str, float]) -> list[str]:
-    lines = [_row(["arm", "seed's mean", "ours: mean ± std", "95% CI", "difference"]), "|---|---|---|---|---|"]
+    lines = [table_row(["arm", "seed's mean", "ours: mean ± std", "95% CI", "difference"]), "|---|---|---|---|---|"]
     for arm, entry in found["arms"].items():
         seed_mean = claimed.get(arm)
         spread = "" if entry.get("std") is None else f" ± {100 * entry['std']:.2f}"
@@ -243,7 +248,7 @@ def _arms_table(found: dict, claimed: dict[str, float]) -> list[str]:
         comparable = seed_mean is not None and found["budget"] == "full"  # the quick budget runs other data
         difference = round(100 * (entry["mean"] - seed_mean), 2) if comparable else None
         lines.append(
-            _row([f"[{arm}] {entry['factors']}" if "factors" in entry else arm,
+            table_row([f"[{arm}] {entry['factors']}" if "factors" in entry else arm,
                   "-" if seed_mean is None else f"{seed_mean:.5f}", f"{_percent(entry['mean'])}{spread}", interval,
                   _signed(difference)])
         )  # fmt: skip

@@ -63,7 +63,6 @@ class StudyRun:
     trained: int  # trainings run now (the rest were finished by an earlier, interrupted run)
     train_seconds: float
     wall_seconds: float
-    parent_run_id: str
 
     @property
     def trainings_per_minute(self) -> float:
@@ -225,7 +224,7 @@ class StudyPlan:
                     scores.append(score)
                 arm_scores = [s for s in scores if s.arm == arm]
                 log_fold_means(run.info.run_id, [s.run_id for s in arm_scores])
-        result = StudyRun(scores, trained, train_seconds, time.perf_counter() - started, parent.info.run_id)
+        result = StudyRun(scores, trained, train_seconds, time.perf_counter() - started)
         mlflow.log_metrics(
             {"trainings_now": trained, "trainings_per_minute": result.trainings_per_minute,
              "wall_seconds": result.wall_seconds}

@@ -25,7 +25,7 @@ from cnnlab.config import AblationStudy, CrossvalStudy, Params, ParamsError
 from cnnlab.files import Staging, staged_outputs, write_json, write_text
 from cnnlab.fold_stats import CONFIDENCE, by_fold, factorial_effects, paired_comparisons, summarize
 from cnnlab.plots import effects_plot, fold_boxplot
-from cnnlab.report import plural
+from cnnlab.report import markdown_table, plural
 from cnnlab.stage import Paths
 from cnnlab.study import StudyPlan, StudyRun
 from cnnlab.tracking import flatten, safe_metric_name
@@ -51,11 +51,6 @@ def _pp(value: float) -> str:
 
 def _p(value: float) -> str:
     return "n/a" if not np.isfinite(value) else f"{value:.3g}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def describe_setup(plan: StudyPlan, params: Params) -> dict[str, Any]:
@@ -166,9 +161,9 @@ def crossval_outputs(plan: StudyPlan, run: StudyRun, params: Params, out: Stagin
             + "/folds.csv`.",
             "![fold scores per variant](boxplot.png)",
             "## Variants",
-            _table(SUMMARY_HEADER, summary_rows(summary, {})),
+            markdown_table(SUMMARY_HEADER, summary_rows(summary, {})),
             "## Paired comparison over the same folds",
-            _table(
+            markdown_table(
                 [
                     "comparison",
                     "difference (pp)",
@@ -187,7 +182,7 @@ def crossval_outputs(plan: StudyPlan, run: StudyRun, params: Params, out: Stagin
             f"{setup['k']} folds the two-sided exact Wilcoxon p-value cannot fall below "
             f"{2 / 2 ** setup['k']:.4g}.",
             "## Per fold",
-            _table(header, per_fold),
+            markdown_table(header, per_fold),
             "## Timing",
             timing_text(times),
         ]
@@ -230,15 +225,15 @@ def ablation_outputs(plan: StudyPlan, run: StudyRun, params: Params, out: Stagin
             + "/folds.csv`.",
             "![fold scores per cell](boxplot.png)",
             "## Cells",
-            _table(SUMMARY_HEADER, summary_rows(summary, labels)),
+            markdown_table(SUMMARY_HEADER, summary_rows(summary, labels)),
             "## Main effects and two-way interactions",
             "![effects with confidence intervals](effects.png)",
-            _table(["term", "kind", "effect (pp)", f"{CONFIDENCE:.0%} CI (pp)", "p"], effect_rows),
+            markdown_table(["term", "kind", "effect (pp)", f"{CONFIDENCE:.0%} CI (pp)", "p"], effect_rows),
             "Each effect is computed within every fold (each fold is a complete replicate of the design) and its "
             "mean, t interval and p-value taken over the folds. A main effect is the mean of the cells with the "
             "factor on minus those with it off; A:B is half of (A's effect with B on minus A's effect with B off).",
             "## Per fold",
-            _table(header, per_fold),
+            markdown_table(header, per_fold),
             "## Timing",
             timing_text(times),
         ]
