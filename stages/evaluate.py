@@ -40,21 +40,22 @@ def per_class_metrics(per_class: dict[str, dict[str, float]], classes: list[str]
 
 
 def main(params: Params, paths: stage.Paths, exp_id: str) -> None:
-    recipe = params.recipe(exp_id)
+    dataset = params.dataset_of(exp_id)  # an experiment's, or a search's whose best model was retrained
     model_path = paths.model(exp_id)
     if not model_path.is_file():
-        raise FileNotFoundError(f"{model_path} not found: run the train stage first (`dvc repro train@{exp_id}`)")
-    prepared = paths.prepared(recipe.dataset)
+        how = f"retrain@{exp_id}" if exp_id in params.tune else f"train@{exp_id}"
+        raise FileNotFoundError(f"{model_path} not found: train it first (`dvc repro {how}`)")
+    prepared = paths.prepared(dataset)
     classes = read_meta(prepared)["classes"]
     x_test, y_test = load_split(prepared / "test.npz")
     logged = {"experiment": exp_id, "model_file": str(model_path.relative_to(paths.root)), "test_samples": len(y_test)}
     metrics_dir, plots_dir = paths.metrics(exp_id), paths.plots(exp_id)
     with (
-        stage.mlflow_run("evaluate", exp_id, params, paths, paths.data_hash(recipe.dataset), logged),
+        stage.mlflow_run("evaluate", exp_id, params, paths, paths.data_hash(dataset), logged),
         staged_outputs(paths.root) as out,
     ):
         model = keras.models.load_model(model_path)
-        result = evaluate(model, x_test, y_test, classes, recipe.loss_for(len(classes)))
+        result = evaluate(model, x_test, y_test, classes, params.loss_of(exp_id, len(classes)))
         metrics = result.metrics()
         mlflow.log_metrics({**metrics, **per_class_metrics(result.per_class, classes)})
         wrong = np.flatnonzero(result.predicted != y_test)[:MISCLASSIFIED_SHOWN]

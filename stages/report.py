@@ -12,7 +12,7 @@ import mlflow
 from cnnlab import stage
 from cnnlab.config import Params
 from cnnlab.files import combined_hash, sha256_file, staged_outputs, write_text
-from cnnlab.report import build_rows, claims_chart, load_claims, markdown, study_section, to_csv
+from cnnlab.report import build_rows, claims_chart, load_claims, markdown, search_section, study_section, to_csv
 
 log = logging.getLogger("cnnlab.report")
 PREFACE = (
@@ -45,7 +45,10 @@ def main(params: Params, paths: stage.Paths) -> None:
                         claims,
                         "Reproduction of the seed experiments",
                         PREFACE,
-                        (study_section(params, claims, paths.root / "metrics"),),
+                        (
+                            study_section(params, claims, paths.root / "metrics"),
+                            search_section(params, rows, paths.root / "metrics"),
+                        ),
                     ),
                 ),
                 write_text(out.path(paths.reports / "reproduction.csv"), to_csv(rows)),

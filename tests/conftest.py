@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -44,6 +45,46 @@ def mirror() -> Path:
 @pytest.fixture(scope="session")
 def fashion_dir() -> Path:
     return require(FASHION_DEBIAN, "run `apt-get install dataset-fashion-mnist`")
+
+
+@pytest.fixture(scope="session")
+def fashion(fashion_dir: Path) -> dict:
+    """Fashion-MNIST's train and test arrays, read once."""
+    from cnnlab.loaders import load_idx_folder
+
+    return load_idx_folder(fashion_dir)
+
+
+def subset(arrays: tuple, size: int, seed: int = 0) -> tuple:
+    from cnnlab.splits import stratified_subsample
+
+    x, y = arrays
+    keep = stratified_subsample(y, size, seed)
+    return x[keep], y[keep]
+
+
+def prepared_project(
+    root: Path, fashion: dict, edit: Callable[[dict], None], train_size: int, test_size: int
+) -> object:
+    """A project folder at `root`: the repository's params with `edit` applied (no model logging) and a
+    stratified subset of Fashion-MNIST prepared as the preprocess stage leaves it; returns the params."""
+    from cnnlab.config import parse_params
+    from cnnlab.datasets import DATASETS
+    from cnnlab.prepare import Prepared, describe, save_split
+    from cnnlab.stage import Paths
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["mlflow"]["log_model"] = False
+    edit(raw)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    splits = {"train": subset(fashion["train"], train_size), "test": subset(fashion["test"], test_size)}
+    prepared = Prepared(splits, list(DATASETS["fashion_mnist"].classes))
+    out = Paths(root).prepared("fashion_mnist")
+    meta = describe(prepared, "fashion_mnist")
+    meta["source"] = {"source": "debian", "format": "idx-gz"}
+    meta["sha256"] = {s: save_split(out / f"{s}.npz", a) for s, a in prepared.splits.items()}
+    (out / "meta.json").write_text(json.dumps(meta))
+    return parse_params(raw)
 
 
 @pytest.fixture(autouse=True)

@@ -14,13 +14,23 @@ from conftest import copy_project, run
 
 EXPERIMENTS = ["F0", "F1"]
 STAGES = ["download@fashion_mnist", "preprocess@fashion_mnist", "train@F0", "train@F1", "evaluate@F0", "evaluate@F1"]
+STAGES += ["tune@T1", "retrain@T1", "evaluate@T1"]  # a search's stages (its evaluate_tuned runs evaluate.py)
 STAGES.append("report")
+TINY_SEARCH = {
+    "dataset": "fashion_mnist",
+    "tuner": "random",
+    "max_trials": 2,
+    "max_epochs": 1,
+    "space": {"conv_blocks": 1, "filters": [8, 16], "dense_units": 32, "augmentation": 0.0, "batchnorm": False},
+    "budgets": {"quick": {"train_samples": 1000}},
+}
 
 
 def tiny_budgets(params: dict) -> None:
     params["datasets"] = ["fashion_mnist"]
     params["experiments"] = {k: params["experiments"][k] for k in EXPERIMENTS}
     params["crossval"], params["ablation"] = {}, {}  # tests/test_study_pipeline.py runs the studies
+    params["tune"] = {"T1": TINY_SEARCH}  # tests/test_tune.py tests the search itself
     params["experiments"]["F1"]["budgets"]["quick"] = {"epochs": 1, "train_samples": 3000}
     # F0's "full" budget is tiny here, so the test can run one experiment on its full budget.
     params["experiments"]["F0"]["budgets"] = {"quick": {"epochs": 1, "train_samples": 1000}, "full": {"epochs": 2}}
@@ -40,6 +50,7 @@ def repro(tmp_path_factory: pytest.TempPathFactory, fashion_dir: Path) -> tuple[
 def stage_runs(project: Path):
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")  # the default store, in the project root
     runs = mlflow.search_runs(experiment_names=["cnnlab"])
+    runs = runs[runs["tags.mlflow.parentRunId"].isna()]  # stage runs, not a search's trials
     return {row["tags.mlflow.runName"]: row for _, row in runs.iterrows()}, runs
 
 
@@ -137,3 +148,21 @@ def test_one_experiment_runs_alone_on_its_full_budget(repro) -> None:
     assert (f0_train["budget"], f0_train["epochs_run"], f0_train["train_samples"]) == ("full", 2, 2000)
     assert (project / "metrics" / "F1" / "evaluate.json").read_text() == f1_before
     assert "| **F0** |" in (project / "reports" / "reproduction.md").read_text()
+
+
+def test_searched_model_is_retrained_and_evaluated_through_dvc(repro) -> None:
+    project, env = repro[0], repro[1]
+    best = json.loads((project / "metrics" / "T1" / "best_hparams.json").read_text())
+    assert best["recipe"]["model"] == "CNN" and best["recipe"]["model_options"]["filters"][0] in (8, 16)
+    trained = json.loads((project / "metrics" / "T1" / "train.json").read_text())
+    assert trained["train_samples"] == 1000 and trained["params"] == best["params"]
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project, env).stdout)
+    workspace = next(iter(shown.values()))["data"]
+    assert workspace["metrics/T1/tune.json"]["data"]["trials"] == 2
+    assert workspace["metrics/T1/evaluate.json"]["data"]["test_accuracy"] > 0.4  # 1 epoch on 1,000 images
+    by_name, _ = stage_runs(project)
+    trials = mlflow.search_runs(
+        experiment_names=["cnnlab"], filter_string=f"tags.mlflow.parentRunId = '{by_name['tune@T1']['run_id']}'"
+    )
+    assert sorted(trials["tags.mlflow.runName"]) == ["T1/trial_0", "T1/trial_1"]
+    assert by_name["evaluate@T1"]["tags.search"] == "T1"

@@ -17,32 +17,20 @@ import numpy as np
 import pytest
 import yaml
 
+from cnnlab import train_run
 from cnnlab.config import parse_params
+from cnnlab.datasets import DATASETS
 from cnnlab.evaluation import evaluate
 from cnnlab.files import sha256_file
-from cnnlab.loaders import load_idx_folder
-from cnnlab.prepare import Prepared, describe, save_split
-from cnnlab.splits import stratified_subsample
 from cnnlab.stage import Paths
 from cnnlab.training import fit, kept_epoch, seeded_model
-from conftest import ROOT, load_stage
-
-
-@pytest.fixture(scope="module")
-def fashion(fashion_dir: Path) -> dict:
-    return load_idx_folder(fashion_dir)
+from conftest import ROOT, load_stage, prepared_project, subset
 
 
 def f1_recipe(**changes):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["experiments"]["F1"].update(changes)
     return parse_params(raw).recipe("F1")
-
-
-def subset(arrays, size: int, seed: int = 0):
-    x, y = arrays
-    keep = stratified_subsample(y, size, seed)
-    return x[keep], y[keep]
 
 
 @pytest.mark.parametrize("augmentation", [{}, {"width_shift_range": 0.1, "horizontal_flip": True}])
@@ -73,17 +61,11 @@ def test_f1_learns_fashion_mnist(fashion: dict) -> None:
 @pytest.fixture
 def tiny_project(tmp_path: Path, fashion: dict) -> tuple[Path, object]:
     """A project folder with params (1 epoch) and 600 prepared Fashion-MNIST images."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["experiments"]["F1"]["budgets"] = {"quick": {"epochs": 1}}
-    raw["mlflow"]["log_model"] = False
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    prepared = Prepared({"train": subset(fashion["train"], 500), "test": subset(fashion["test"], 100)}, list(range(10)))
-    out = Paths(tmp_path).prepared("fashion_mnist")
-    meta = describe(prepared, "fashion_mnist")
-    meta["source"] = {"source": "debian", "format": "idx-gz"}
-    meta["sha256"] = {s: save_split(out / f"{s}.npz", a) for s, a in prepared.splits.items()}
-    (out / "meta.json").write_text(json.dumps(meta))
-    return tmp_path, parse_params(raw)
+
+    def edit(raw: dict) -> None:
+        raw["experiments"]["F1"]["budgets"] = {"quick": {"epochs": 1}}
+
+    return tmp_path, prepared_project(tmp_path, fashion, edit, train_size=500, test_size=100)
 
 
 def test_failed_train_stage_keeps_previous_outputs_and_marks_run_failed(tiny_project, monkeypatch) -> None:
@@ -97,7 +79,7 @@ def test_failed_train_stage_keeps_previous_outputs_and_marks_run_failed(tiny_pro
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt("killed mid-training")
 
-    monkeypatch.setattr(train, "fit", interrupted)
+    monkeypatch.setattr(train_run, "fit", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train.main(params, paths, "F1")
     assert {p: sha256_file(p) for p in outputs} == before
@@ -170,7 +152,7 @@ def test_train_stage_writes_model_card_and_diagram_and_predict_uses_them(tiny_pr
     load_stage("train").main(params, Paths(root), "F1")
     capsys.readouterr()  # training's progress lines
     card = json.loads((root / "models" / "F1.meta.json").read_text())
-    assert card["classes"] == list(range(10)) and card["input_shape"] == [28, 28, 1]
+    assert card["classes"] == list(DATASETS["fashion_mnist"].classes) and card["input_shape"] == [28, 28, 1]
     run = mlflow.search_runs(experiment_names=["cnnlab"]).iloc[0]
     assert "model.png" in {a.path for a in mlflow.MlflowClient().list_artifacts(run["run_id"])}
 
@@ -180,6 +162,7 @@ def test_train_stage_writes_model_card_and_diagram_and_predict_uses_them(tiny_pr
     assert cli(["predict", str(root / "models" / "F1.keras"), str(image), "--top", "2", "--chart", str(chart)]) == 0
     line = capsys.readouterr().out.splitlines()[0]
     assert line.startswith(f"{image}: ") and line.count("%") == 2
+    assert any(f"{name} " in line for name in card["classes"])  # classes shown by name, from the model card
     assert chart.stat().st_size > 0
 
     Image.new("L", (32, 32)).save(root / "big.png")

@@ -12,7 +12,7 @@ from cnnlab.datasets import DATASETS
 from cnnlab.files import write_text
 from cnnlab.models import MODELS
 from cnnlab.predict import PredictInputError
-from cnnlab.report import build_rows, claims_chart, load_claims, markdown, study_section
+from cnnlab.report import build_rows, claims_chart, load_claims, markdown, search_section, study_section
 from cnnlab.tracking import ARTIFACTS_DIR, tracking_uri, use_experiment
 
 
@@ -38,6 +38,16 @@ def check(args: argparse.Namespace) -> int:
                 f"{len(arms)} arms x {folds.k} folds = {len(arms) * folds.k} trainings of {first.epochs} epochs"
                 + (f", {samples:,} images" if samples else "")
             )
+    for search_id in params.tune:
+        search, budget = params.search(search_id), params.search_budget(search_id)
+        samples = params.tune[search_id].train_samples(budget)
+        size = (f"up to {search.max_epochs} epochs (factor {search.factor})" if search.tuner == "hyperband"
+                else f"{search.max_trials} trials of {search.max_epochs} epochs")  # fmt: skip
+        print(
+            f"  {search_id:10} {search.tuner} search on {search.dataset:13} budget {budget:5} {size}"
+            + (f", {samples:,} images" if samples else "")
+            + (f", stops after {search.max_minutes:g} min" if search.max_minutes else "")
+        )
     return 0
 
 
@@ -105,13 +115,27 @@ def report(args: argparse.Namespace) -> int:
     if args.measured_only:
         rows = [r for r in rows if r.test_accuracy is not None]
     studies = study_section(params, claims, Path(args.metrics), args.measured_only)
-    text = markdown(rows, claims, args.title, sections=(studies,) if studies else ())
+    searches = search_section(params, rows, Path(args.metrics))
+    text = markdown(rows, claims, args.title, sections=tuple(s for s in (studies, searches) if s))
     if args.chart:
         print("wrote", claims_chart(rows, args.title, Path(args.chart)))
     if args.out:
         print("wrote", write_text(Path(args.out), text))
     else:
         print(text, end="")
+    return 0
+
+
+def tune(args: argparse.Namespace) -> int:
+    """The tune stage outside DVC: what a distributed search's workers run (and its chief, if you like)."""
+    from cnnlab import stage, tune_run
+
+    stage.setup_logging()
+    try:
+        tune_run.main(load_params(args.params), stage.Paths(Path.cwd().resolve()), args.search)
+    except stage.USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -131,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     predict_parser.add_argument("--chart", help="save a bar chart of the first image's class probabilities here")
     predict_parser.add_argument("--resize", action="store_true", help="resize images to the model's input size")
     predict_parser.set_defaults(run=predict)
+    tune_parser = commands.add_parser(
+        "tune",
+        help="run a search (tune@<id>); a worker or chief with KERASTUNER_TUNER_ID, _ORACLE_IP, _ORACLE_PORT set",
+    )
+    tune_parser.add_argument("search", help="a search id of params.yaml's `tune` section")
+    tune_parser.set_defaults(run=tune)
     report_parser = commands.add_parser("report", help="the claims-vs-measured table from a folder of metrics")
     report_parser.add_argument("--metrics", default="metrics", help="folder of <id>/train.json, evaluate.json")
     report_parser.add_argument("--title", default="Reproduction of the seed experiments")

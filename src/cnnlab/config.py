@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cnnlab.datasets import DATASETS
 from cnnlab.models import MODELS
@@ -32,6 +32,25 @@ class ParamsError(ValueError):
 class Strict(BaseModel):
     # A mistyped key is an error, never silently ignored.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WithBudgets(Strict):
+    """A section with `budgets`: per budget, the keys it changes (unset keys keep the section's value)."""
+
+    budgets: dict[Budget, Any] = {}
+
+    def apply_budget(self, budget: str) -> Any:
+        """A copy with `budget`'s changes applied (train_samples is not a key of the section: see below)."""
+        override = self.budgets.get(budget)  # type: ignore[call-overload]
+        if override is None:
+            return self
+        changes = {k: v for k, v in override.model_dump().items() if v is not None and k != "train_samples"}
+        return self.model_copy(update=changes)
+
+    def train_samples(self, budget: str) -> int | None:
+        """How many training images `budget` keeps (a stratified subset), or None for all."""
+        override = self.budgets.get(budget)  # type: ignore[call-overload]
+        return override.train_samples if override else None
 
 
 class Optimizer(Strict):
@@ -81,7 +100,12 @@ class BudgetOverride(Strict):
     batch_size: PositiveInt | None = None
 
 
-class Experiment(Strict):
+def default_loss(num_classes: int) -> Loss:
+    """Sigmoid + binary cross-entropy for two classes, softmax + sparse categorical cross-entropy for more."""
+    return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
+
+
+class Experiment(WithBudgets):
     description: str = ""
     dataset: str
     model: str
@@ -123,9 +147,7 @@ class Experiment(Strict):
 
     def loss_for(self, num_classes: int) -> str:
         """The loss to train with: the recipe's, else the one the number of classes calls for."""
-        if self.loss is not None:
-            return self.loss
-        return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
+        return self.loss if self.loss is not None else default_loss(num_classes)
 
     @field_validator("validation")
     @classmethod
@@ -136,15 +158,7 @@ class Experiment(Strict):
 
     def recipe(self, budget: str) -> Experiment:
         """The experiment with its budget's overrides applied."""
-        override = self.budgets.get(budget)  # type: ignore[call-overload]
-        if override is None:
-            return self
-        changes = {k: v for k, v in override.model_dump().items() if v is not None and k != "train_samples"}
-        return self.model_copy(update=changes)
-
-    def train_samples(self, budget: str) -> int | None:
-        override = self.budgets.get(budget)  # type: ignore[call-overload]
-        return override.train_samples if override else None
+        return self.apply_budget(budget)
 
 
 ARM_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # used in file names and MLflow run names
@@ -176,7 +190,7 @@ def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class Study(Strict):
+class Study(WithBudgets):
     """Every arm of a study is one experiment's recipe with the study's changes, trained and scored on the same folds.
 
     An arm never uses the experiment's callbacks: early stopping or best-epoch checkpoints watch the
@@ -202,10 +216,6 @@ class Study(Strict):
     def folds_for(self, budget: str) -> Folds:
         override = self.budgets.get(budget)  # type: ignore[call-overload]
         return self.folds.model_copy(update={"k": override.k}) if override and override.k else self.folds
-
-    def train_samples(self, budget: str) -> int | None:
-        override = self.budgets.get(budget)  # type: ignore[call-overload]
-        return override.train_samples if override else None
 
     def arms(self, experiment: Experiment, budget: str) -> dict[str, Experiment]:
         """Each arm's full recipe on `budget`; a ValueError names the arm whose changes do not make a valid recipe."""
@@ -283,6 +293,140 @@ class AblationStudy(Study):
         return changes
 
 
+class Range(Strict):
+    """A numeric interval to search: integers for integer dimensions, floats otherwise."""
+
+    min: float
+    max: float
+    step: float | None = None
+    sampling: Literal["linear", "log", "reverse_log"] = "linear"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.min >= self.max:
+            raise ValueError(f"min must be below max, got min {self.min}, max {self.max}")
+        if self.sampling != "linear" and self.min <= 0:
+            raise ValueError(f"{self.sampling} sampling needs min > 0, got {self.min}")
+        return self
+
+
+def _range_if_mapping(value: Any) -> Any:
+    """A mapping is a Range: report its own problem, not every member of the union it failed."""
+    if not isinstance(value, dict):
+        return value
+    try:
+        return Range.model_validate(value)
+    except ValidationError as exc:
+        raise ValueError("; ".join(_describe(e) for e in exc.errors())) from None
+
+
+# A dimension of the search space: a list of choices, a range, or one fixed value.
+Dimension = Annotated[
+    list[bool | int | float | str] | Range | bool | int | float | str, BeforeValidator(_range_if_mapping)
+]
+OPTIMIZERS = get_args(Optimizer.model_fields["name"].annotation)
+# dimension -> (value type, check, what the check asks for)
+DIMENSIONS: dict[str, tuple[type, Any, str]] = {
+    "conv_blocks": (int, lambda v: 1 <= v <= 6, "an integer from 1 to 6"),
+    "filters": (int, lambda v: v >= 1, "a positive integer (filters of each block)"),
+    "convs_per_block": (int, lambda v: 1 <= v <= 4, "an integer from 1 to 4"),
+    "kernel_size": (int, lambda v: v >= 1 and v % 2 == 1, "an odd positive integer"),
+    "dense_units": (int, lambda v: v >= 1, "a positive integer"),
+    "dropout": (float, lambda v: 0 <= v < 1, "a rate in [0, 1)"),
+    "l2": (float, lambda v: v >= 0, "a factor >= 0"),
+    "batchnorm": (bool, lambda v: True, "true or false"),
+    "augmentation": (float, lambda v: 0 <= v <= 0.5, "a strength in [0, 0.5]"),
+    "learning_rate": (float, lambda v: 0 < v < 1, "a rate in (0, 1)"),
+    "optimizer": (str, lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+}
+
+
+def dimension_values(dimension: Dimension) -> list[Any]:
+    """The values a dimension can take that validation must check: the choices, the ends of a range, or the value."""
+    if isinstance(dimension, Range):
+        return [dimension.min, dimension.max]
+    return list(dimension) if isinstance(dimension, list) else [dimension]
+
+
+class SearchSpace(Strict):
+    """What Keras Tuner searches over: the `CNN` model's options, augmentation strength and the optimizer.
+
+    Each dimension is a list (Choice), a `{min, max, step, sampling}` range (Int or Float) or a single value
+    (Fixed). `filters` is drawn once per conv block (filters_1, filters_2, ...). Augmentation strength s
+    shifts and zooms by up to s and rotates by up to 100*s degrees (0 turns augmentation off).
+    """
+
+    conv_blocks: Dimension = [2, 3]
+    filters: Dimension = [32, 64, 128]
+    convs_per_block: Dimension = 1
+    kernel_size: Dimension = [3, 5]
+    dense_units: Dimension = [64, 128, 256]
+    dropout: Dimension = Range(min=0.0, max=0.5, step=0.1)
+    l2: Dimension = [0.0, 0.0001, 0.001]
+    batchnorm: Dimension = [False, True]
+    augmentation: Dimension = [0.0, 0.1]
+    learning_rate: Dimension = Range(min=0.0001, max=0.01, sampling="log")
+    optimizer: Dimension = "adam"
+
+    @model_validator(mode="after")
+    def _values_fit(self) -> SearchSpace:
+        for name, (kind, check, wanted) in DIMENSIONS.items():
+            dimension = getattr(self, name)
+            if isinstance(dimension, list) and not dimension:
+                raise ValueError(f"{name}: an empty list of choices; give at least one value")
+            if isinstance(dimension, Range) and kind not in (int, float):
+                raise ValueError(f"{name}: a range needs a numeric dimension; list the choices instead")
+            for value in dimension_values(dimension):
+                numeric_ok = kind is float and isinstance(value, int | float) and not isinstance(value, bool)
+                integral_ok = kind is int and isinstance(value, int | float) and float(value).is_integer()
+                typed = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+                if not (typed or numeric_ok or (integral_ok and not isinstance(value, bool))) or not check(value):
+                    raise ValueError(f"{name}: {value!r} is not {wanted}")
+        return self
+
+
+class TuneBudget(Strict):
+    """What a budget changes in a search (unset keeps the search's value)."""
+
+    max_epochs: PositiveInt | None = None
+    max_trials: PositiveInt | None = None
+    executions_per_trial: PositiveInt | None = None
+    factor: int | None = Field(None, ge=2, strict=True)
+    hyperband_iterations: PositiveInt | None = None
+    max_minutes: float | None = Field(None, gt=0)
+    batch_size: PositiveInt | None = None
+    train_samples: PositiveInt | None = None
+
+
+class Tune(WithBudgets):
+    """A Keras Tuner search for the best `CNN` on one data set (tune stage), then retrained and evaluated.
+
+    Trials train on the training split less a held-out `validation` fraction and are scored on it; the test
+    set is never seen until the evaluate stage scores the retrained best model.
+    """
+
+    description: str = ""
+    dataset: str
+    tuner: Literal["hyperband", "random", "bayesian"] = "hyperband"
+    objective: Literal["val_accuracy", "val_loss", "accuracy", "loss"] = "val_accuracy"
+    max_epochs: PositiveInt = 20  # Hyperband's largest budget; the epochs of every trial for random / bayesian
+    factor: int = Field(3, ge=2, strict=True)  # Hyperband's reduction factor
+    hyperband_iterations: PositiveInt = 1
+    max_trials: PositiveInt = 30  # random / bayesian (Hyperband's count follows from max_epochs and factor)
+    executions_per_trial: PositiveInt = 1
+    max_minutes: float | None = Field(None, gt=0)  # stop starting trials after this long (the running one ends)
+    batch_size: PositiveInt = 128
+    validation: float = Field(0.1, gt=0, lt=1)
+    horizontal_flip: bool = False  # with augmentation on; off for digits, where a flip changes the class
+    max_params: PositiveInt | None = 1_000_000  # larger models are refused as failed trials before training
+    max_retries_per_trial: Annotated[int, Field(ge=0, strict=True)] = 0
+    max_consecutive_failed_trials: PositiveInt = 3
+    top_n: PositiveInt = 10  # trials in the MLflow table of the best
+    space: SearchSpace = SearchSpace()
+    budgets: dict[Budget, TuneBudget] = {}
+    budget: Budget | None = None  # this search's own budget whatever the global `budget` says
+
+
 class CustomDataset(Strict):
     """A user's own images: a folder or zip of `<split>/<class>/*.jpg|png`."""
 
@@ -319,6 +463,8 @@ class Params(Strict):
     # k-fold comparisons and factorial ablations of the experiments (one DVC stage each)
     crossval: dict[str, CrossvalStudy] = {}
     ablation: dict[str, AblationStudy] = {}
+    # Keras Tuner searches (tune, retrain and evaluate stages per id)
+    tune: dict[str, Tune] = {}
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Params:
@@ -350,7 +496,18 @@ class Params(Strict):
                         "or leave loss out to have it chosen"
                     )
         self._check_studies()
+        self._check_searches()
         return self
+
+    def _check_searches(self) -> None:
+        for name, search in self.tune.items():
+            if name in self.experiments or name in self.crossval or name in self.ablation:
+                raise ValueError(f"tune.{name}: the id is taken; search ids share models/<id> and metrics/<id>/")
+            if search.dataset not in self.datasets:
+                raise ValueError(
+                    f"tune.{name}.dataset: data set {search.dataset!r} is not in `datasets` "
+                    f"({', '.join(self.datasets)}); add it there so the pipeline prepares it"
+                )
 
     def _check_studies(self) -> None:
         """Every arm of every study must be a valid recipe on every budget, before any training starts."""
@@ -389,6 +546,24 @@ class Params(Strict):
         """Each arm's recipe on the study's budget."""
         study = self.study(study_id)
         return study.arms(self.experiments[study.experiment], self.study_budget(study_id))
+
+    def search(self, tune_id: str) -> Tune:
+        """Search `tune_id` on its budget."""
+        if tune_id not in self.tune:
+            raise ParamsError(f"unknown search {tune_id!r}; allowed: {', '.join(self.tune) or '(none)'}")
+        return self.tune[tune_id].apply_budget(self.search_budget(tune_id))
+
+    def search_budget(self, tune_id: str) -> Budget:
+        return self.tune[tune_id].budget or self.budget
+
+    def dataset_of(self, target: str) -> str:
+        """The data set an experiment or a search's model is trained and tested on."""
+        return self.tune[target].dataset if target in self.tune else self.recipe(target).dataset
+
+    def loss_of(self, target: str, num_classes: int) -> str:
+        if target in self.tune:  # the searched CNN's head follows the number of classes
+            return default_loss(num_classes)
+        return self.recipe(target).loss_for(num_classes)
 
     def experiment(self, exp_id: str) -> Experiment:
         if exp_id not in self.experiments:

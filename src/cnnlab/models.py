@@ -225,6 +225,36 @@ def cifar_blocks(
     return keras.Sequential([keras.Input(shape=tuple(input_shape)), *body], name=f"C5_{variant}")
 
 
+@register("CNN")
+def searched_cnn(
+    input_shape: Sequence[int],
+    num_classes: int,
+    filters: Sequence[int] = (32, 64),
+    kernel_size: int = 3,
+    convs_per_block: int = 1,
+    dense_units: int = 128,
+    dropout: float = 0.0,
+    l2: float = 0.0,
+    batchnorm: bool = False,
+) -> keras.Model:
+    """The network Keras Tuner searches (tune stage): one block per entry of `filters`, each
+    `convs_per_block` same-padded convolutions (Conv → BatchNormalization → ReLU with `batchnorm`),
+    2x2 max pooling and dropout; then Dense(dense_units) with dropout. L2 on every kernel."""
+    regularizer = keras.regularizers.L2(l2) if l2 else None
+    drop = [layers.Dropout(dropout)] if dropout else []
+    body: list[layers.Layer] = []
+    for width in filters:
+        for _ in range(convs_per_block):
+            body += [layers.Conv2D(width, kernel_size, padding="same", use_bias=not batchnorm,
+                                   kernel_regularizer=regularizer)]  # fmt: skip
+            body += [layers.BatchNormalization()] if batchnorm else []
+            body += [layers.Activation("relu")]
+        body += [layers.MaxPooling2D(2, padding="same"), *drop]
+    body += [layers.Flatten(), layers.Dense(dense_units, activation="relu", kernel_regularizer=regularizer), *drop]
+    body += [_head(num_classes, regularizer)]
+    return _sequential("CNN", input_shape, body)
+
+
 def adapt_normalization(model: keras.Model, images: object) -> None:
     """Fit every Normalization layer's mean and variance on `images` (the training split only)."""
     for layer in model.layers:

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import ConfusionMatrixDisplay
 
 from cnnlab.files import write_with
@@ -94,4 +95,33 @@ def effects_plot(
     ax.set_yticks(positions, terms)
     ax.set(title=title, xlabel="effect on held-out accuracy (percentage points)")
     ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def search_progress(
+    objectives: list[float | None], minutes: list[float], maximise: bool, objective: str, title: str, path: Path
+) -> Path:
+    """A search's trials in the order they ended: each one's objective with the best so far, against the
+    trial number and against the trials' accumulated minutes. Failed trials (None) are marked on the axis."""
+    best, best_so_far = None, []
+    for value in objectives:
+        if value is not None and (best is None or (value > best if maximise else value < best)):
+            best = value
+        best_so_far.append(np.nan if best is None else best)
+    numbers = np.arange(1, len(objectives) + 1)
+    scored = np.array([np.nan if v is None else v for v in objectives], dtype=float)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(numbers, scored, "o", alpha=0.6, label="trial")
+    left.step(numbers, best_so_far, where="post", color="C3", label="best so far")
+    failed = numbers[np.isnan(scored)]
+    if failed.size:
+        floor = np.nanmin(scored) if np.isfinite(scored).any() else 0.0
+        left.plot(failed, np.full(failed.size, floor), "x", color="k", label="failed trial")
+    left.set(title=f"{title}: {objective} per trial", xlabel="trial (in the order they ended)", ylabel=objective)
+    right.step(minutes, best_so_far, where="post", color="C3")
+    right.set(title="best so far against search time", xlabel="trial minutes, accumulated", ylabel=objective)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    left.legend()
     return _save(fig, path)

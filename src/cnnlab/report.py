@@ -319,3 +319,33 @@ def study_section(params: Params, claims: Claims, metrics_root: Path, measured_o
         lines += [*_arms_table(found, claimed), "", *_comparison_lines(found, claimed), *_effect_lines(found, claimed)]
         lines += ["", claim.note, ""] if claim and claim.note else [""]
     return "\n".join(lines)
+
+
+def search_section(params: Params, rows: list[Row], metrics_root: Path) -> str:
+    """Each search's best model, retrained and tested, beside the best test accuracy the seeds claim on its data."""
+    if not params.tune:
+        return ""
+    header = ["search", "data set", "tuner", "trials (failed)", "best validation", "parameters", "test accuracy",
+              "best seed claim on the data", "trial hours", "budget", "device"]  # fmt: skip
+    lines = []
+    for search_id, search in params.tune.items():
+        found = _read(metrics_root / search_id / "tune.json")
+        tested = _read(metrics_root / search_id / "evaluate.json")
+        same_data = [r for r in rows if r.claimed is not None and r.metric == "test_accuracy"
+                     and params.recipe(r.id).dataset == search.dataset]  # fmt: skip
+        top = max(same_data, key=lambda r: r.claimed or 0.0, default=None)
+        if not found:
+            lines.append([search_id, search.dataset, search.tuner, "not run yet", *["-"] * 7])
+            continue
+        lines.append([
+            search_id, search.dataset, search.tuner, f"{found['trials']} ({found['failed']})",
+            f"{found['best_objective']:.4f} {found['objective']}", _count(found["best_params"]),
+            _percent(tested.get("test_accuracy")), f"{_percent(top.claimed)} ({top.id})" if top else "-",
+            f"{found['trial_hours']:.2f}", params.search_budget(search_id), found["device"],
+        ])  # fmt: skip
+    intro = (
+        "Keras Tuner searches (`dvc repro tune@<id>`): trials are scored on a held-out part of the training "
+        "split; the best is retrained on the whole training split (`retrain@<id>`) and tested once "
+        "(`evaluate_tuned@<id>`). Every trial is a run in MLflow under its search's run."
+    )
+    return "\n".join(["## Hyperparameter searches", "", intro, "", markdown_table(header, lines), ""])

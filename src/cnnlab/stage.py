@@ -55,6 +55,14 @@ class Paths:
     def reports(self) -> Path:
         return self.root / "reports"
 
+    def tuning(self, search: str) -> Path:
+        """The Keras Tuner directory of a search: its trials, so an interrupted search resumes."""
+        return self.root / "tuning" / search
+
+    def best_hparams(self, search: str) -> Path:
+        """The best trial as a recipe (small JSON kept in git, beside the search's metrics)."""
+        return self.metrics(search) / "best_hparams.json"
+
     def folds(self, study: str) -> Path:
         """The finished trainings of a study, one record per arm and fold (what an interrupted study resumes from)."""
         return self.root / "folds" / study
@@ -81,13 +89,17 @@ def mlflow_run(
     `run_id` resumes an earlier run instead of starting one."""
     is_experiment = target in params.experiments
     is_study = target in params.crossval or target in params.ablation
+    is_search = target in params.tune
     budget = params.budget
     if is_experiment or is_study:
         budget = params.budget_of(target) if is_experiment else params.study_budget(target)
+    if is_search:
+        budget = params.search_budget(target)
+    kind = "experiment_id" if is_experiment else "study" if is_study else "search" if is_search else "dataset"
     return stage_run(
         stage,
         target,
-        target_tag="experiment_id" if is_experiment else "study" if is_study else "dataset",
+        target_tag=kind,
         root=paths.root,
         tracking_experiment=params.mlflow.experiment_name,
         budget=budget,

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from cnnlab.config import Experiment, Params, ParamsError
 from cnnlab.files import combined_hash, sha256_file, write_json
 from cnnlab.prepare import load_prepared
 from cnnlab.splits import Fold, kfold_splits, stratified_subsample
-from cnnlab.tracking import flatten
+from cnnlab.tracking import child_runs, flatten
 from cnnlab.training import Arrays, fit, seeded_model
 
 log = logging.getLogger("cnnlab.study")
@@ -69,9 +70,11 @@ class StudyRun:
         return 60 * self.trained / self.wall_seconds if self.trained else 0.0
 
 
-def code_version() -> str:
-    """A digest of the library's source: a training recorded by other code is not reused."""
-    return combined_hash(sha256_file(p) for p in sorted(Path(cnnlab.__file__).parent.glob("*.py")))
+def code_version(modules: Iterable[str] | None = None) -> str:
+    """A digest of the library's source (or of `modules` of it): a result recorded by other code is not reused."""
+    folder = Path(cnnlab.__file__).parent
+    files = sorted(folder / m for m in modules) if modules is not None else sorted(folder.glob("*.py"))
+    return combined_hash(sha256_file(p) for p in files)
 
 
 class Ledger:
@@ -305,11 +308,7 @@ def log_fold_means(arm_run_id: str, fold_run_ids: list[str]) -> None:
 def _discard_interrupted(arm_run_id: str, kept: set[str]) -> None:
     """Delete the fold runs under an arm that no finished training owns (cut off by an interruption)."""
     client = mlflow.MlflowClient()
-    arm_run = client.get_run(arm_run_id)
-    children = client.search_runs(
-        [arm_run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{arm_run_id}'"
-    )
-    for child in children:
+    for child in child_runs(arm_run_id):
         if child.info.run_id not in kept:
             log.info("discarding the interrupted run %s (%s)", child.info.run_name, child.info.status)
             client.delete_run(child.info.run_id)

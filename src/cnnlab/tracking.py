@@ -81,6 +81,13 @@ def safe_metric_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", name).replace(" ", "_").replace("/", "_")
 
 
+def child_runs(parent_run_id: str) -> list[mlflow.entities.Run]:
+    """The runs nested directly under `parent_run_id` (a study's arms or folds, a search's trials)."""
+    client = mlflow.MlflowClient()
+    parent = client.get_run(parent_run_id)
+    return client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+
+
 def _raise_on_signal(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
 
@@ -144,7 +151,11 @@ def _mark_failed(run_id: str) -> None:
     which `end_run` may raise; the run must still not be left RUNNING.
     """
     with contextlib.suppress(Exception):
-        mlflow.end_run(status="FAILED")
+        # Nested runs the stage opened (a fold, a trial) fail with it, down to the stage's own run.
+        while (active := mlflow.active_run()) is not None:
+            mlflow.end_run(status="FAILED")
+            if active.info.run_id == run_id:
+                break
     client = mlflow.MlflowClient()
     if client.get_run(run_id).info.status != "FAILED":
         client.set_terminated(run_id, status="FAILED")

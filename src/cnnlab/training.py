@@ -133,29 +133,34 @@ def fit(
     model: keras.Model,
     recipe: Experiment,
     train: Arrays,
-    validation: Arrays,
+    validation: Arrays | None,
     num_classes: int,
     seed: int,
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
     verbose: int = 2,
 ) -> TrainResult:
-    """Train `model` (compiled here) and return it with its history.
+    """Train `model` (compiled here) and return it with its history (validation metrics only with `validation`).
 
     With `checkpoint_best` the weights of the best validation epoch are restored
     at the end, as the seeds' ModelCheckpoint(save_best_only=True) reload does.
     """
     backend.seed_everything(seed)
-    (x_train, y_train), (x_val, y_val) = train, validation
+    x_train, y_train = train
     adapt_normalization(model, x_train.astype("float32"))
     compile_model(model, recipe, num_classes)
     y_train = encode_labels(y_train, recipe.loss_for(num_classes), num_classes)
-    y_val = encode_labels(y_val, recipe.loss_for(num_classes), num_classes)
+    validation_data = None  # a final model trained on all the training data has none
+    if validation is not None:
+        validation_data = (
+            validation[0].astype("float32"),
+            encode_labels(validation[1], recipe.loss_for(num_classes), num_classes),
+        )
     with tempfile.TemporaryDirectory(prefix="cnnlab-ckpt-") as tmp:
         checkpoint = Path(tmp) / "best.weights.h5"
         started = time.perf_counter()
         history = model.fit(
             **training_inputs(x_train, y_train, recipe, seed),
-            validation_data=(x_val.astype("float32"), y_val),
+            validation_data=validation_data,
             epochs=recipe.epochs,
             callbacks=_callbacks(recipe, checkpoint) + (extra_callbacks or []),
             verbose=verbose,

@@ -1,0 +1,35 @@
+# ruff: noqa: I001  (cnnlab is imported first: it quiets TensorFlow before TensorFlow loads)
+"""retrain stage: the best recipe a search found, trained on the whole training split for the epochs its best
+score took, and saved as models/<search>.keras for the evaluate stage."""
+
+from __future__ import annotations
+
+import cnnlab  # noqa: F401
+
+import json
+
+from cnnlab import stage
+from cnnlab.config import Experiment, Params
+from cnnlab.prepare import load_split, read_meta
+from cnnlab.splits import stratified_subsample
+from cnnlab.train_run import train_and_save
+
+
+def main(params: Params, paths: stage.Paths, search_id: str) -> None:
+    params.search(search_id)  # an unknown id fails here, with the known ones
+    best_file = paths.best_hparams(search_id)
+    if not best_file.is_file():
+        raise FileNotFoundError(f"{best_file} not found: run the search first (`dvc repro tune@{search_id}`)")
+    recipe = Experiment.model_validate(json.loads(best_file.read_text())["recipe"])
+    prepared = paths.prepared(recipe.dataset)
+    x_train, y_train = load_split(prepared / "train.npz")  # the validation part the trials were scored on too
+    budget = params.search_budget(search_id)
+    limit = params.tune[search_id].train_samples(budget)
+    if limit:
+        keep = stratified_subsample(y_train, limit, params.seed)
+        x_train, y_train = x_train[keep], y_train[keep]
+    train_and_save(params, paths, search_id, recipe, (x_train, y_train), None, read_meta(prepared), budget, "retrain")
+
+
+if __name__ == "__main__":
+    stage.run(main)
