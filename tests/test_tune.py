@@ -165,6 +165,25 @@ def test_search_logs_every_trial_and_its_best_model_is_retrained_and_evaluated(t
     assert scored["test_accuracy"] > 0.5
 
 
+def test_a_trial_that_crashes_is_tagged_invalid_and_the_search_goes_on(tmp_path, fashion, monkeypatch) -> None:
+    params = make_project(tmp_path, fashion, max_trials=3)
+    original_fit, calls = SearchHyperModel.fit, []
+
+    def crash_second(self, hp, model, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("out of memory, say")
+        return original_fit(self, hp, model, *args, **kwargs)
+
+    monkeypatch.setattr(SearchHyperModel, "fit", crash_second)
+    tune_main(params, Paths(tmp_path), "T1")
+    trials = trial_runs().sort_values("tags.trial_id")
+    assert trials["tags.status"].tolist() == ["completed", "invalid", "completed"]
+    assert trials["status"].tolist() == ["FINISHED", "FAILED", "FINISHED"]
+    assert "out of memory, say" in trials["tags.error"].iloc[1]
+    assert json.loads((Paths(tmp_path).metrics("T1") / "tune.json").read_text())["failed"] == 1
+
+
 def test_same_search_same_trials(tmp_path, fashion) -> None:
     """A seeded search is repeatable: the same trials with the same scores."""
     scores = []
