@@ -114,9 +114,9 @@ def search_progress(
     left.plot(numbers, scored, "o", alpha=0.6, label="trial")
     left.step(numbers, best_so_far, where="post", color="C3", label="best so far")
     failed = numbers[np.isnan(scored)]
-    if failed.size:
-        floor = np.nanmin(scored) if np.isfinite(scored).any() else 0.0
-        left.plot(failed, np.full(failed.size, floor), "x", color="k", label="failed trial")
+    if failed.size:  # on the x axis (y in axes units), apart from every score
+        left.plot(failed, np.full(failed.size, 0.02), "x", color="k", label="failed trial (no score)",
+                  transform=left.get_xaxis_transform(), clip_on=False)  # fmt: skip
     left.set(title=f"{title}: {objective} per trial", xlabel="trial (in the order they ended)", ylabel=objective)
     right.step(minutes, best_so_far, where="post", color="C3")
     right.set(title="best so far against search time", xlabel="trial minutes, accumulated", ylabel=objective)

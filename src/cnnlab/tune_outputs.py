@@ -17,10 +17,11 @@ import pandas as pd
 
 from cnnlab import backend
 from cnnlab.config import DIMENSIONS, Tune
-from cnnlab.files import write_json, write_text
+from cnnlab.files import Staging, write_json, write_text
 from cnnlab.plots import search_progress
 from cnnlab.report import markdown_table
 from cnnlab.search_space import trial_recipe
+from cnnlab.stage import Paths
 from cnnlab.tracking import child_runs
 from cnnlab.training import seeded_model
 from cnnlab.tuning import direction
@@ -122,6 +123,7 @@ def search_metrics(records: list[TrialRecord], best: dict, search: Tune, timed_o
         "failed": sum(r.status != "completed" for r in records),
         "trial_hours": round(trial_seconds / 3600, 4),  # device time spent in trials (all workers)
         "trials_per_hour": round(3600 * len(records) / trial_seconds, 2) if trial_seconds else 0.0,
+        # first trial's start to last trial's end (a resumed search includes the pause)
         "wall_minutes": round((max(ended) - min(ended)) / 60000 + records[0].seconds / 60, 2) if ended else 0.0,
         "stopped_by_time_limit": timed_out,
         "device": backend.device(),
@@ -129,7 +131,7 @@ def search_metrics(records: list[TrialRecord], best: dict, search: Tune, timed_o
 
 
 def write_search_outputs(
-    search_id: str, table: pd.DataFrame, best: dict, metrics: dict, search: Tune, out: Any, paths: Any
+    search_id: str, table: pd.DataFrame, best: dict, metrics: dict, search: Tune, out: Staging, paths: Paths
 ) -> list[Path]:
     """best_hparams.json, trials.csv, the progress plot and metrics, staged in `out`; returns the files."""
     objectives = [None if pd.isna(v) else float(v) for v in table[search.objective]]
