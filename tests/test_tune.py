@@ -268,9 +268,13 @@ def test_chief_and_two_workers_share_one_search(tmp_path, fashion, private_mlflo
         subprocess.Popen(cli, cwd=tmp_path, env={**env, "KERASTUNER_TUNER_ID": name}, **output)
         for name in ("worker1", "worker2")
     ]
-    for process in [*workers, chief]:
-        output, _ = process.communicate(timeout=600)
-        assert process.returncode == 0, output[-3000:]
+    try:
+        for process in [*workers, chief]:
+            output, _ = process.communicate(timeout=600)
+            assert process.returncode == 0, output[-3000:]
+    finally:  # a chief whose workers died would wait for them forever
+        for process in [*workers, chief]:
+            process.kill()
 
     (parent,) = parent_runs()["run_id"]
     assert mlflow.get_run(parent).info.status == "FINISHED"
