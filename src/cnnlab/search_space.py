@@ -14,10 +14,15 @@ import keras_tuner as kt
 from cnnlab.config import DIMENSIONS, Augmentation, Dimension, Experiment, Optimizer, Range, Tune
 
 
+def value_type(name: str) -> type:
+    """The type of a hyperparameter's values, by its dimension (filters_2 is a `filters` dimension)."""
+    return DIMENSIONS["filters" if name.startswith("filters_") else name][0]
+
+
 def declare(hp: kt.HyperParameters, name: str, dimension: Dimension) -> Any:
     """Register `name` as a Choice (a list), an Int or Float (a range) or a Fixed value; return its value
     (None inside a conditional scope whose condition the trial does not meet)."""
-    kind = DIMENSIONS[name.rsplit("_", 1)[0] if name.startswith("filters_") else name][0]
+    kind = value_type(name)
     if isinstance(dimension, Range) and kind is int:
         step = int(dimension.step) if dimension.step else 1
         value = hp.Int(name, int(dimension.min), int(dimension.max), step=step, sampling=dimension.sampling)

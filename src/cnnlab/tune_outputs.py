@@ -16,11 +16,11 @@ import mlflow
 import pandas as pd
 
 from cnnlab import backend
-from cnnlab.config import DIMENSIONS, Tune
+from cnnlab.config import Tune
 from cnnlab.files import Staging, write_json, write_text
 from cnnlab.plots import search_progress
 from cnnlab.report import markdown_table
-from cnnlab.search_space import trial_recipe
+from cnnlab.search_space import trial_recipe, value_type
 from cnnlab.stage import Paths
 from cnnlab.tracking import child_runs
 from cnnlab.training import seeded_model
@@ -66,9 +66,7 @@ def trial_records(oracle: kt.Oracle, search: Tune, parent_run_id: str) -> list[T
 
 def readable(values: dict[str, Any]) -> dict[str, Any]:
     """A trial's own hyperparameters (not Hyperband's bookkeeping), booleans as booleans."""
-    kinds = {name: kind for name, (kind, _, _) in DIMENSIONS.items()}
-    return {k: kinds.get(k.split("_")[0] if k.startswith("filters_") else k, type(v))(v)
-            for k, v in values.items() if k not in HYPERBAND_KEYS}  # fmt: skip
+    return {k: value_type(k)(v) for k, v in values.items() if k not in HYPERBAND_KEYS}
 
 
 def trials_table(records: list[TrialRecord], objective: str) -> pd.DataFrame:
