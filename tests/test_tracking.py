@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import keras
 import mlflow
+import numpy as np
 import pytest
 
 from cnnlab.tracking import stage_run
+from cnnlab.training import StopOnSignal
 
 
-def run(tmp_path: Path, fail: BaseException | None = None) -> str:
+def run(tmp_path: Path, fail: BaseException | None = None, body: Callable[[], None] | None = None) -> str:
     with stage_run(
         "train",
         "F1",
@@ -22,6 +29,8 @@ def run(tmp_path: Path, fail: BaseException | None = None) -> str:
     ) as active:
         if fail is not None:
             raise fail
+        if body is not None:
+            body()
     return active.info.run_id
 
 
@@ -50,3 +59,31 @@ def test_interrupted_run_is_failed_even_if_end_run_breaks(tmp_path: Path, monkey
     (failed,) = mlflow.search_runs(experiment_names=["cnnlab"], output_format="list")
     assert failed.info.status == "FAILED"
     real_end_run()  # release the fluent API's active run for the next test
+
+
+class InterruptsInDel:
+    """Sends this process SIGINT from its __del__, where Python prints the KeyboardInterrupt and drops it."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(2)  # the handler runs here, inside __del__
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed interrupt, on purpose
+def test_a_ctrl_c_that_python_swallowed_still_stops_training(tmp_path: Path) -> None:
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    reached = []
+
+    def train_after_a_swallowed_interrupt() -> None:
+        InterruptsInDel()  # garbage at once; its KeyboardInterrupt is only printed ("Exception ignored in ...")
+        reached.append("the stage went on")
+        model.fit(np.zeros((8, 2)), np.zeros(8), epochs=3, verbose=0, callbacks=[StopOnSignal()])
+        reached.append("trained")
+
+    with pytest.raises(KeyboardInterrupt, match="SIGINT"):
+        run(tmp_path, body=train_after_a_swallowed_interrupt)
+    assert reached == ["the stage went on"]  # Python did swallow it, and training stopped anyway
+    (failed,) = mlflow.search_runs(experiment_names=["cnnlab"], output_format="list")
+    assert failed.info.status == "FAILED"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after the stage

@@ -73,7 +73,8 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_stop_requested: list[signal.Signals] = []  # the stop signals this stage has received
 
 
 def safe_metric_name(name: str) -> str:
@@ -89,7 +90,19 @@ def child_runs(parent_run_id: str) -> list[mlflow.entities.Run]:
 
 
 def _raise_on_signal(signum: int, frame: Any) -> None:
+    _stop_requested.append(signal.Signals(signum))
     raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+
+def raise_if_stop_requested() -> None:
+    """Raise again a stop signal that Python swallowed.
+
+    A signal whose handler runs inside a weakref callback or a `__del__` (TensorFlow
+    and Keras have many) only prints "Exception ignored ... KeyboardInterrupt" and
+    the stage would go on; training calls this at every batch so Ctrl-C always stops it.
+    """
+    if _stop_requested:
+        raise KeyboardInterrupt(f"stopped by signal {_stop_requested[-1].name}")
 
 
 @contextlib.contextmanager
@@ -126,6 +139,7 @@ def stage_run(
     if target:  # the report stage covers all experiments and has none
         tags[target_tag] = target
     exp = use_experiment(tracking_experiment, root)
+    _stop_requested.clear()
     previous = {sig: signal.signal(sig, _raise_on_signal) for sig in STOP_SIGNALS}
     try:
         name = f"{stage}@{target}" if target else stage
@@ -140,6 +154,7 @@ def stage_run(
             raise
         mlflow.end_run()
     finally:
+        _stop_requested.clear()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

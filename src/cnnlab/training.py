@@ -16,6 +16,7 @@ from cnnlab import backend
 from cnnlab.augment import build_augmenter
 from cnnlab.config import Experiment
 from cnnlab.models import adapt_normalization, build_model
+from cnnlab.tracking import raise_if_stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,18 @@ def training_inputs(x: np.ndarray, y: np.ndarray, recipe: Experiment, seed: int)
     return {"x": AugmentedBatches(x, y, recipe.batch_size, augmenter, seed), "shuffle": False}
 
 
+class StopOnSignal(keras.callbacks.Callback):
+    """Stops training at the next batch after a stop signal, even one Python swallowed.
+
+    A batch-begin hook: Keras keeps dispatching batch-end logs asynchronously.
+    """
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        raise_if_stop_requested()
+
+
 def _callbacks(recipe: Experiment, checkpoint: Path) -> list[keras.callbacks.Callback]:
-    found: list[keras.callbacks.Callback] = []
+    found: list[keras.callbacks.Callback] = [StopOnSignal()]
     stop = recipe.callbacks.early_stopping
     if stop is not None:
         found.append(
