@@ -10,6 +10,11 @@ if [ -z "${CNNLAB_DATA_MIRROR:-}" ] && [ -d ../shared/datasets ]; then
   CNNLAB_DATA_MIRROR="$(cd ../shared/datasets && pwd)"
   export CNNLAB_DATA_MIRROR
 fi
+# ... and of the pretrained weights (ImageNet MobileNet for the transfer recipes).
+if [ -z "${CNNLAB_WEIGHTS_MIRROR:-}" ] && [ -d ../shared/weights ]; then
+  CNNLAB_WEIGHTS_MIRROR="$(cd ../shared/weights && pwd)"
+  export CNNLAB_WEIGHTS_MIRROR
+fi
 cnnlab check
 dvc repro
 cat reports/reproduction.md

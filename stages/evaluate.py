@@ -7,7 +7,6 @@ import cnnlab  # noqa: F401
 
 import logging
 
-import keras
 import mlflow
 import numpy as np
 
@@ -17,6 +16,7 @@ from cnnlab.evaluation import evaluate
 from cnnlab.files import staged_outputs, write_json, write_text
 from cnnlab.plots import confusion_matrix_png, image_grid
 from cnnlab.tracking import safe_metric_name
+from cnnlab.predict import load_model
 from cnnlab.prepare import load_split, read_meta
 
 log = logging.getLogger("cnnlab.evaluate")
@@ -44,6 +44,7 @@ def main(params: Params, paths: stage.Paths, exp_id: str) -> None:
     model_path = paths.model(exp_id)
     if not model_path.is_file():
         how = f"retrain@{exp_id}" if exp_id in params.tune else f"train@{exp_id}"
+        how = f"finetune@{exp_id}" if exp_id in params.finetune.recipes else how
         raise FileNotFoundError(f"{model_path} not found: train it first (`dvc repro {how}`)")
     prepared = paths.prepared(dataset)
     classes = read_meta(prepared)["classes"]
@@ -54,7 +55,7 @@ def main(params: Params, paths: stage.Paths, exp_id: str) -> None:
         stage.mlflow_run("evaluate", exp_id, params, paths, paths.data_hash(dataset), logged),
         staged_outputs(paths.root) as out,
     ):
-        model = keras.models.load_model(model_path)
+        model = load_model(model_path)
         result = evaluate(model, x_test, y_test, classes, params.loss_of(exp_id, len(classes)))
         metrics = result.metrics()
         mlflow.log_metrics({**metrics, **per_class_metrics(result.per_class, classes)})

@@ -12,7 +12,16 @@ import mlflow
 from cnnlab import stage
 from cnnlab.config import Params
 from cnnlab.files import combined_hash, sha256_file, staged_outputs, write_text
-from cnnlab.report import build_rows, claims_chart, load_claims, markdown, search_section, study_section, to_csv
+from cnnlab.report import (
+    build_rows,
+    claims_chart,
+    load_claims,
+    markdown,
+    search_section,
+    study_section,
+    to_csv,
+    transfer_section,
+)
 
 log = logging.getLogger("cnnlab.report")
 PREFACE = (
@@ -48,6 +57,7 @@ def main(params: Params, paths: stage.Paths) -> None:
                         (
                             study_section(params, claims, paths.root / "metrics"),
                             search_section(params, rows, paths.root / "metrics"),
+                            transfer_section(params, claims, rows, paths.root / "metrics"),
                         ),
                     ),
                 ),

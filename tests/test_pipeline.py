@@ -28,6 +28,7 @@ TINY_SEARCH = {
 
 def tiny_budgets(params: dict) -> None:
     params["datasets"] = ["fashion_mnist"]
+    params["finetune"]["run"] = []  # tests/test_transfer.py runs the transfer stages
     params["experiments"] = {k: params["experiments"][k] for k in EXPERIMENTS}
     params["crossval"], params["ablation"] = {}, {}  # tests/test_study_pipeline.py runs the studies
     params["tune"] = {"T1": TINY_SEARCH}  # tests/test_tune.py tests the search itself

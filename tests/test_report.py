@@ -30,6 +30,7 @@ def two_experiments() -> tuple:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["experiments"] = {k: raw["experiments"][k] for k in ("F1", "C1", "M2")}
     raw["datasets"] = ["fashion_mnist", "cifar10", "mnist"]
+    raw["finetune"]["run"] = []
     return parse_params(raw), load_claims(CLAIMS)
 
 

@@ -120,6 +120,7 @@ def test_validation_rows_never_reach_training(tmp_path: Path, monkeypatch: pytes
     write_prepared(paths.prepared("fashion_mnist"), x, y)
     raw = project_params()
     raw["datasets"] = ["fashion_mnist"]
+    raw["finetune"]["run"] = []
     raw["experiments"] = {"C1": raw["experiments"]["C1"] | {"dataset": "fashion_mnist"}}
     raw["crossval"] = {}
     raw["ablation"]["C4"]["design"] = ["augmentation", "dropout"]
@@ -265,6 +266,7 @@ def test_unshuffled_folds_of_class_sorted_data_are_refused(tmp_path: Path) -> No
     write_prepared(paths.prepared("fashion_mnist"), indexed_images(count), np.sort(np.arange(count) % 10))
     raw = project_params()
     raw["datasets"] = ["fashion_mnist"]
+    raw["finetune"]["run"] = []
     raw["experiments"] = {"C1": raw["experiments"]["C1"] | {"dataset": "fashion_mnist"}}
     raw["ablation"] = {}
     raw["crossval"]["C3"]["folds"] = {"k": 5, "shuffle": False, "stratify": False}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import keras
@@ -69,8 +69,16 @@ class InterruptsInDel:
         time.sleep(2)  # the handler runs here, inside __del__
 
 
+@pytest.fixture
+def ctrl_c_interrupts() -> Iterator[None]:
+    """SIGINT as in a terminal (a test run started in the background has it ignored)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed interrupt, on purpose
-def test_a_ctrl_c_that_python_swallowed_still_stops_training(tmp_path: Path) -> None:
+def test_a_ctrl_c_that_python_swallowed_still_stops_training(tmp_path: Path, ctrl_c_interrupts: None) -> None:
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
     reached = []
@@ -87,3 +95,13 @@ def test_a_ctrl_c_that_python_swallowed_still_stops_training(tmp_path: Path) -> 
     (failed,) = mlflow.search_runs(experiment_names=["cnnlab"], output_format="list")
     assert failed.info.status == "FAILED"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after the stage
+
+
+def test_a_signal_ignored_by_nohup_stays_ignored_during_the_stage(tmp_path: Path) -> None:
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as `nohup dvc repro &` starts the stage
+    try:
+        seen = []
+        run(tmp_path, body=lambda: seen.append(signal.getsignal(signal.SIGHUP)))
+    finally:
+        signal.signal(signal.SIGHUP, before)
+    assert seen == [signal.SIG_IGN]  # a closed terminal does not stop it

@@ -63,7 +63,12 @@ def augmented_tf_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, augmente
     import tensorflow as tf
 
     def augment(images: Any, labels: Any) -> tuple[Any, Any]:
-        return augmenter(tf.cast(images, "float32"), training=True), labels
+        # Layer by layer: each preprocessing layer switches to TensorFlow inside tf.data, a Sequential does not
+        # (under JAX it would hand tf.data's symbolic tensors to jax.numpy).
+        images = tf.cast(images, "float32")
+        for layer in augmenter.layers:
+            images = layer(images, training=True)
+        return images, labels
 
     return (
         tf.data.Dataset.from_tensor_slices((x, y))

@@ -48,6 +48,17 @@ def check(args: argparse.Namespace) -> int:
             + (f", {samples:,} images" if samples else "")
             + (f", stops after {search.max_minutes:g} min" if search.max_minutes else "")
         )
+    for transfer_id, stored in params.finetune.recipes.items():
+        recipe, budget = params.transfer(transfer_id), params.transfer_budget(transfer_id)
+        samples = stored.train_samples(budget)
+        phases = f"{recipe.epochs} + {recipe.fine_tune_epochs}" if recipe.mode == "finetune" else f"{recipe.epochs}"
+        where = "" if transfer_id in params.finetune.run else " (not in finetune.run: `dvc repro` skips it)"
+        print(
+            f"  {transfer_id:10} {recipe.backbone.name} {recipe.mode} on {recipe.dataset:13} budget {budget:5} "
+            f"{phases} epochs, weights {recipe.backbone.weights}"
+            + (f", {samples:,} training images" if samples else "")
+            + where
+        )
     return 0
 
 
@@ -85,17 +96,15 @@ def ui(args: argparse.Namespace) -> int:
 
 def predict(args: argparse.Namespace) -> int:
     """Top classes of each image, and optionally a bar chart of the first image's probabilities."""
-    import keras
-
     from cnnlab.plots import probability_bars
-    from cnnlab.predict import load_classes, predict
+    from cnnlab.predict import load_classes, load_model, predict
 
     model_path = Path(args.model)
     if not model_path.suffix:  # an experiment id
         model_path = Path("models") / f"{args.model}.keras"
     if not model_path.is_file():
         raise PredictInputError(f"{model_path}: no such model; train it with `dvc repro` or pass a .keras file")
-    model = keras.models.load_model(model_path)
+    model = load_model(model_path)
     results = predict(model, [Path(p) for p in args.images], resize=args.resize)
     classes = load_classes(model_path, results[0].probabilities.size)
     for result in results:

@@ -84,6 +84,11 @@ class Augmentation(Strict):
     brightness_range: tuple[float, float] | None = None
     fill_mode: FILL_MODES = "nearest"
 
+    @property
+    def enabled(self) -> bool:
+        """Whether any option changes the images (fill_mode alone does not)."""
+        return self.model_copy(update={"fill_mode": "nearest"}) != Augmentation()
+
     @field_validator("brightness_range")
     @classmethod
     def _brightness(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
@@ -144,6 +149,10 @@ class Experiment(WithBudgets):
                 f"allowed: {', '.join(accepted) or '(none)'}"
             )
         return self
+
+    @property
+    def model_label(self) -> str:
+        return self.model
 
     def loss_for(self, num_classes: int) -> str:
         """The loss to train with: the recipe's, else the one the number of classes calls for."""
@@ -427,6 +436,114 @@ class Tune(WithBudgets):
     budget: Budget | None = None  # this search's own budget whatever the global `budget` says
 
 
+class FromLayer(Strict):
+    """The backbone layer of this name and every layer after it."""
+
+    from_layer: str
+
+
+class LastLayers(Strict):
+    """The backbone's last `last` layers (pooling and activation layers count, as in `conv_base.layers[-N:]`)."""
+
+    last: PositiveInt
+
+
+# Which backbone layers train: "none", "all", {from_layer: name} or {last: N}.
+Trainable = Literal["none", "all"] | FromLayer | LastLayers
+
+
+class Backbone(Strict):
+    """A `keras.applications` network without its classifier, and the weights it starts from."""
+
+    name: str  # the constructor: MobileNet, MobileNetV2, VGG16, ResNet50, EfficientNetB0, ...
+    options: dict[str, Any] = {}  # more constructor arguments (MobileNet's alpha)
+    # Images are resized to input_size x input_size inside the model; None keeps the prepared size.
+    input_size: PositiveInt | None = None
+    # "imagenet" (the weights mirror, Keras's cache, then Keras's own download), a weights file, or null (random)
+    weights: str | None = "imagenet"
+    trainable: Trainable = "none"  # during the first (or only) training phase
+
+    @field_validator("name")
+    @classmethod
+    def _known_backbone(cls, value: str) -> str:
+        import keras
+
+        if not callable(getattr(keras.applications, value, None)) or value[0].islower():
+            known = sorted(n for n in dir(keras.applications) if n[0].isupper())
+            raise ValueError(f"unknown backbone {value!r}; allowed (keras.applications): {', '.join(known)}")
+        return value
+
+
+class Head(Strict):
+    """The classifier on the backbone's features: pooling, dense layers, dropout, then the output layer."""
+
+    pooling: Literal["flatten", "avg", "max"] = "flatten"
+    dense: list[PositiveInt] = [256]
+    batchnorm: bool = False  # Dense → BatchNormalization → ReLU (C7), instead of Dense(relu)
+    dropout: float = Field(0.5, ge=0, lt=1)
+
+
+class TransferBudget(BudgetOverride):
+    fine_tune_epochs: PositiveInt | None = None
+
+
+class Transfer(Experiment):
+    """A pretrained backbone with a new head, trained one of three ways (`mode`).
+
+    features: the frozen backbone's features are computed once, and the head alone trains on them (D3);
+    end_to_end: the backbone sits inside the model, frozen but for its `trainable` layers, so augmentation works
+        (D4 frozen; C7 with its last 4 layers open; the birds recipe with all of them);
+    finetune: as end_to_end, then `unfreeze` layers train on for `fine_tune_epochs` at `fine_tune_learning_rate` (D5).
+    """
+
+    model: str = "transfer"
+    mode: Literal["features", "end_to_end", "finetune"] = "end_to_end"
+    backbone: Backbone
+    head: Head = Head()
+    unfreeze: Trainable = LastLayers(last=3)
+    fine_tune_epochs: PositiveInt = 10
+    fine_tune_learning_rate: float = Field(1e-5, gt=0)
+    budgets: dict[Budget, TransferBudget] = {}
+
+    @property
+    def model_label(self) -> str:
+        return f"{self.backbone.name} ({self.mode})"
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value != "transfer":
+            raise ValueError("a transfer recipe's model is its backbone and head; leave `model` out")
+        return value
+
+    @model_validator(mode="after")
+    def _options_fit_the_model(self) -> Transfer:
+        if self.model_options:
+            raise ValueError("model_options: a transfer recipe sets `backbone` and `head` instead")
+        if self.mode == "features" and self.augmentation.enabled:
+            raise ValueError(
+                "augmentation: mode features trains on features computed once, so images cannot be augmented; "
+                "use mode end_to_end (the backbone inside the model) or remove the augmentation"
+            )
+        if self.mode == "features" and self.backbone.trainable != "none":
+            raise ValueError("backbone.trainable: mode features keeps the backbone frozen; use mode end_to_end")
+        return self
+
+
+class Finetune(Strict):
+    """Transfer-learning recipes; `dvc repro` runs a finetune and an evaluate stage for each id in `run`."""
+
+    run: list[str] = []
+    recipes: dict[str, Transfer] = {}
+
+    @model_validator(mode="after")
+    def _run_names_recipes(self) -> Finetune:
+        unknown = [name for name in self.run if name not in self.recipes]
+        if unknown:
+            raise ValueError(f"finetune.run: no recipe {', '.join(unknown)}; allowed: {', '.join(self.recipes)}")
+        return self
+
+
 class CustomDataset(Strict):
     """A user's own images: a folder or zip of `<split>/<class>/*.jpg|png`."""
 
@@ -440,6 +557,8 @@ class Data(Strict):
     paths: dict[str, Path] = {}
     # local mirror of the public files; the env var CNNLAB_DATA_MIRROR overrides it
     mirror: Path | None = None
+    # local mirror of pretrained weights (the files Keras would download); CNNLAB_WEIGHTS_MIRROR overrides it
+    weights_mirror: Path | None = None
     debian_dir: Path | None = Path("/usr/share/datasets/fashion-mnist")
     online: bool = True
     # dataset -> a base URL that serves the canonical files (a proxy or an internal copy)
@@ -465,6 +584,8 @@ class Params(Strict):
     ablation: dict[str, AblationStudy] = {}
     # Keras Tuner searches (tune, retrain and evaluate stages per id)
     tune: dict[str, Tune] = {}
+    # pretrained backbones with new heads (finetune and evaluate stages per id in finetune.run)
+    finetune: Finetune = Finetune()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Params:
@@ -497,7 +618,21 @@ class Params(Strict):
                     )
         self._check_studies()
         self._check_searches()
+        self._check_transfers()
         return self
+
+    def _check_transfers(self) -> None:
+        taken = {*self.experiments, *self.crossval, *self.ablation, *self.tune}
+        for name in self.finetune.recipes:
+            if name in taken:
+                raise ValueError(f"finetune.recipes.{name}: the id is taken; ids share models/<id> and metrics/<id>/")
+        for name in self.finetune.run:
+            dataset = self.finetune.recipes[name].dataset
+            if dataset not in self.datasets:
+                raise ValueError(
+                    f"finetune.recipes.{name}.dataset: data set {dataset!r} is not in `datasets` "
+                    f"({', '.join(self.datasets)}); add it there so the pipeline prepares it"
+                )
 
     def _check_searches(self) -> None:
         for name, search in self.tune.items():
@@ -556,13 +691,29 @@ class Params(Strict):
     def search_budget(self, tune_id: str) -> Budget:
         return self.tune[tune_id].budget or self.budget
 
+    def transfer(self, transfer_id: str) -> Transfer:
+        """Transfer recipe `transfer_id` on its budget."""
+        recipes = self.finetune.recipes
+        if transfer_id not in recipes:
+            raise ParamsError(f"unknown transfer recipe {transfer_id!r}; allowed: {', '.join(recipes) or '(none)'}")
+        return recipes[transfer_id].recipe(self.transfer_budget(transfer_id))
+
+    def transfer_budget(self, transfer_id: str) -> Budget:
+        return self.finetune.recipes[transfer_id].budget or self.budget
+
     def dataset_of(self, target: str) -> str:
-        """The data set an experiment or a search's model is trained and tested on."""
-        return self.tune[target].dataset if target in self.tune else self.recipe(target).dataset
+        """The data set an experiment, a search's model or a transfer recipe is trained and tested on."""
+        if target in self.tune:
+            return self.tune[target].dataset
+        if target in self.finetune.recipes:
+            return self.finetune.recipes[target].dataset
+        return self.recipe(target).dataset
 
     def loss_of(self, target: str, num_classes: int) -> str:
         if target in self.tune:  # the searched CNN's head follows the number of classes
             return default_loss(num_classes)
+        if target in self.finetune.recipes:
+            return self.finetune.recipes[target].loss_for(num_classes)
         return self.recipe(target).loss_for(num_classes)
 
     def experiment(self, exp_id: str) -> Experiment:

@@ -24,7 +24,7 @@ def register(name: str) -> Callable[[Builder], Builder]:
     return add
 
 
-def _head(num_classes: int, regularizer: keras.regularizers.Regularizer | None = None) -> layers.Layer:
+def output_layer(num_classes: int, regularizer: keras.regularizers.Regularizer | None = None) -> layers.Layer:
     # Binary problems use one sigmoid unit, multi-class a softmax (as the seeds teach).
     if num_classes == 2:
         return layers.Dense(1, activation="sigmoid", kernel_regularizer=regularizer)
@@ -38,7 +38,7 @@ def _sequential(name: str, input_shape: Sequence[int], body: list[layers.Layer])
 @register("F0")
 def dense_baseline(input_shape: Sequence[int], num_classes: int, units: Sequence[int] = (128,)) -> keras.Model:
     """Flatten → Dense stack → softmax (the seeds' fully connected baseline)."""
-    body = [layers.Flatten(), *(layers.Dense(u, activation="relu") for u in units), _head(num_classes)]
+    body = [layers.Flatten(), *(layers.Dense(u, activation="relu") for u in units), output_layer(num_classes)]
     return _sequential("F0", input_shape, body)
 
 
@@ -54,7 +54,7 @@ def fashion_cnn(input_shape: Sequence[int], num_classes: int) -> keras.Model:
             layers.Conv2D(filters, 3, padding="same", activation="relu"),
             layers.MaxPooling2D(2, 2, padding="same"),
         ]
-    body += [layers.Flatten(), layers.Dense(64, activation="relu"), _head(num_classes)]
+    body += [layers.Flatten(), layers.Dense(64, activation="relu"), output_layer(num_classes)]
     return _sequential("F1", input_shape, body)
 
 
@@ -69,7 +69,7 @@ def hongong_cnn(input_shape: Sequence[int], num_classes: int, dropout: float = 0
         layers.Flatten(),
         layers.Dense(100, activation="relu"),
         layers.Dropout(dropout),
-        _head(num_classes),
+        output_layer(num_classes),
     ]
     return _sequential("F2", input_shape, body)
 
@@ -85,7 +85,7 @@ def chollet_mnist(input_shape: Sequence[int], num_classes: int) -> keras.Model:
         layers.Conv2D(64, 3, activation="relu"),
         layers.Flatten(),
         layers.Dense(64, activation="relu"),
-        _head(num_classes),
+        output_layer(num_classes),
     ]
     return _sequential("M1", input_shape, body)
 
@@ -101,7 +101,7 @@ def keras_mnist_cnn(input_shape: Sequence[int], num_classes: int) -> keras.Model
         layers.Flatten(),
         layers.Dense(128, activation="relu"),
         layers.Dropout(0.5),
-        _head(num_classes),
+        output_layer(num_classes),
     ]
     return _sequential("M2", input_shape, body)
 
@@ -117,7 +117,7 @@ def lenet5_book(input_shape: Sequence[int], num_classes: int) -> keras.Model:
         layers.Conv2D(120, 5, padding="same", activation="relu"),
         layers.Flatten(),
         layers.Dense(84, activation="relu"),
-        _head(num_classes),
+        output_layer(num_classes),
     ]
     return _sequential("M3", input_shape, body)
 
@@ -135,7 +135,7 @@ def lenet5_classic(input_shape: Sequence[int], num_classes: int) -> keras.Model:
         layers.Conv2D(120, 5, activation="tanh"),
         layers.Flatten(),
         layers.Dense(84, activation="tanh"),
-        _head(num_classes),
+        output_layer(num_classes),
     ]
     return _sequential("M4", input_shape, body)
 
@@ -161,7 +161,7 @@ def cifar_cnn(
     body += [layers.Flatten(), layers.Dense(512, activation="relu")]
     body += [layers.Dropout(dropout[2])] if dropout[2] else []
     regularizer = keras.regularizers.L2(output_l2) if output_l2 else None
-    body += [_head(num_classes, regularizer)]
+    body += [output_layer(num_classes, regularizer)]
     return _sequential("C1", input_shape, body)
 
 
@@ -172,7 +172,7 @@ def cats_dogs_cnn(input_shape: Sequence[int], num_classes: int, dropout: float =
     for filters in (32, 64, 128, 128):
         body += [layers.Conv2D(filters, 3, activation="relu"), layers.MaxPooling2D(2)]
     body += [layers.Flatten()] + ([layers.Dropout(dropout)] if dropout else [])
-    body += [layers.Dense(512, activation="relu"), _head(num_classes)]
+    body += [layers.Dense(512, activation="relu"), output_layer(num_classes)]
     return _sequential("D1", input_shape, body)
 
 
@@ -221,7 +221,7 @@ def cifar_blocks(
                 body += [layers.Conv2D(width, 3, padding="same", activation="relu", kernel_regularizer=regularizer)]
         body += [layers.MaxPooling2D(2, 2, padding="same")]
         body += [layers.Dropout(dropout)] if variant == "dropout" else []
-    body += [layers.Flatten(), layers.Dense(256, activation="relu"), _head(num_classes)]
+    body += [layers.Flatten(), layers.Dense(256, activation="relu"), output_layer(num_classes)]
     return keras.Sequential([keras.Input(shape=tuple(input_shape)), *body], name=f"C5_{variant}")
 
 
@@ -251,7 +251,7 @@ def searched_cnn(
             body += [layers.Activation("relu")]
         body += [layers.MaxPooling2D(2, padding="same"), *drop]
     body += [layers.Flatten(), layers.Dense(dense_units, activation="relu", kernel_regularizer=regularizer), *drop]
-    body += [_head(num_classes, regularizer)]
+    body += [output_layer(num_classes, regularizer)]
     return _sequential("CNN", input_shape, body)
 
 

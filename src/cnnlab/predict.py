@@ -25,6 +25,13 @@ class Prediction:
         return [(classes[i], float(self.probabilities[i])) for i in order]
 
 
+def load_model(path: Path) -> keras.Model:
+    """A saved model of any stage, transfer models (with their backbone's own preprocessing layer) included."""
+    from cnnlab import backbones  # noqa: F401  (registers BackbonePreprocess for loading)
+
+    return keras.models.load_model(path)
+
+
 def model_card_path(model_path: Path) -> Path:
     """The JSON beside a saved model that names its classes (written by the train stage)."""
     return model_path.with_suffix(".meta.json")

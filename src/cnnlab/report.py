@@ -40,6 +40,7 @@ class StudyClaim(Strict):
 class Claims(Strict):
     experiments: dict[str, Claim]
     studies: dict[str, StudyClaim] = Field(default_factory=dict)  # optional: a study of your own needs none
+    transfer: dict[str, Claim] = Field(default_factory=dict)  # transfer recipes (the seeds' own backbones)
     data_notes: dict[str, dict[str, str]] = Field(default_factory=dict)  # data set -> source format -> note
     seed_mistakes: list[str] = Field(default_factory=list)
 
@@ -348,4 +349,49 @@ def search_section(params: Params, rows: list[Row], metrics_root: Path) -> str:
         "split; the best is retrained on the whole training split (`retrain@<id>`) and tested once "
         "(`evaluate_tuned@<id>`). Every trial is a run in MLflow under its search's run."
     )
-    return "\n".join(["## Hyperparameter searches", "", intro, "", markdown_table(header, lines), ""])
+    return table_section("Hyperparameter searches", intro, header, lines)
+
+
+def table_section(title: str, intro: str, header: list[str], lines: list[list[str]]) -> str:
+    return "\n".join([f"## {title}", "", intro, "", markdown_table(header, lines), ""])
+
+
+def transfer_section(params: Params, claims: Claims, rows: list[Row], metrics_root: Path) -> str:
+    """Each transfer recipe the pipeline ran, beside the from-scratch experiments on the same data and the seeds'
+    figures (which are for the seeds' own backbone)."""
+    if not params.finetune.run:
+        return ""
+    header = ["id", "network", "mode", "data set", "train images", "epochs", "validation acc.", "test acc.",
+              "seed claims", "train time", "budget", "device"]  # fmt: skip
+    lines, datasets = [], set()
+    for transfer_id in params.finetune.run:
+        recipe = params.finetune.recipes[transfer_id]
+        datasets.add(recipe.dataset)
+        train, tested = (
+            _read(metrics_root / transfer_id / "train.json"),
+            _read(metrics_root / transfer_id / "evaluate.json"),
+        )
+        claim = claims.transfer.get(transfer_id)
+        weights = recipe.backbone.weights if recipe.backbone.weights in (None, "imagenet") else "file"
+        lines.append([
+            f"**{transfer_id}**", f"{recipe.backbone.name} ({weights})", recipe.mode, recipe.dataset,
+            _count(train.get("train_samples")), str(train.get("epochs_run", "-")), _percent(train.get("val_accuracy")),
+            _percent(tested.get("test_accuracy")), f"{claim.text} ({claim.seed})" if claim else "-",
+            f"{train['train_seconds']:.0f} s" if train else "not run yet",
+            train.get("budget", "-"), train.get("device", "-"),
+        ])  # fmt: skip
+    for r in rows:
+        if params.recipe(r.id).dataset in datasets:
+            recipe = params.recipe(r.id)
+            lines.append([
+                r.id, recipe.model, "from scratch", recipe.dataset, _count(r.train_samples), r.epochs.split("/")[-1],
+                _percent(r.measured if r.metric == "val_accuracy" else None), _percent(r.test_accuracy),
+                f"{r.claim_text} ({r.seed})", "-" if r.train_seconds is None else f"{r.train_seconds:.0f} s",
+                r.budget, r.device,
+            ])  # fmt: skip
+    intro = (
+        "Transfer learning (`dvc repro finetune@<id>`, then `evaluate_finetuned@<id>`), beside the networks "
+        "trained from scratch on the same data. The seeds' figures are for their own backbone (VGG16 on cats "
+        "vs dogs); ours is the backbone named in the table."
+    )
+    return table_section("Transfer learning", intro, header, lines)

@@ -55,6 +55,10 @@ class Paths:
     def reports(self) -> Path:
         return self.root / "reports"
 
+    def features(self, transfer: str) -> Path:
+        """A transfer recipe's stored backbone features (fast feature extraction computes them once)."""
+        return self.root / "features" / transfer / "features.npz"
+
     def tuning(self, search: str) -> Path:
         """The Keras Tuner directory of a search: its trials, so an interrupted search resumes."""
         return self.root / "tuning" / search

@@ -140,7 +140,10 @@ def stage_run(
         tags[target_tag] = target
     exp = use_experiment(tracking_experiment, root)
     _stop_requested.clear()
-    previous = {sig: signal.signal(sig, _raise_on_signal) for sig in STOP_SIGNALS}
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig, handler in previous.items():
+        if handler is not signal.SIG_IGN:  # nohup or a background job asked for it to be ignored: keep that
+            signal.signal(sig, _raise_on_signal)
     try:
         name = f"{stage}@{target}" if target else stage
         run = mlflow.start_run(run_id=run_id, experiment_id=exp, run_name=name, tags=tags)

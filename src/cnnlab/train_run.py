@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -21,6 +22,7 @@ from cnnlab.predict import model_card_path
 from cnnlab.training import Arrays, TrainResult, fit, seeded_model
 
 log = logging.getLogger("cnnlab.train")
+Trainer = Callable[[list[keras.callbacks.Callback]], TrainResult]
 
 
 def summary_text(model: keras.Model) -> str:
@@ -91,14 +93,24 @@ def train_and_save(
     meta: dict,
     budget: str,
     stage_name: str = "train",
+    trainer: Trainer | None = None,
 ) -> dict[str, float | int]:
-    """Fit `recipe` on `train` (scored each epoch on `validation`, if any) and save it as models/<target>.keras."""
+    """Fit `recipe` on `train` (scored each epoch on `validation`, if any) and save it as models/<target>.keras.
+
+    `trainer` trains a model that is not the recipe's zoo model (a pretrained backbone with a new head); it gets
+    the callbacks that log to MLflow.
+    """
     classes = meta["classes"]
     x_train = train[0]
-    model = seeded_model(recipe, x_train.shape[1:], len(classes), params.seed)
+    if trainer is None:
+        model = seeded_model(recipe, x_train.shape[1:], len(classes), params.seed)
+
+        def trainer(callbacks: list[keras.callbacks.Callback]) -> TrainResult:
+            return fit(model, recipe, train, validation, len(classes), params.seed, callbacks)
+
     log.info(
         "%s: %s on %s, %d train / %s validation images, %d epochs, budget %s",
-        *(target, recipe.model, recipe.dataset, len(x_train), len(validation[1]) if validation else "no"),
+        *(target, recipe.model_label, recipe.dataset, len(x_train), len(validation[1]) if validation else "no"),
         *(recipe.epochs, budget),
     )
     logged = {"experiment": target, "budget": budget, "seed": params.seed, **recipe.model_dump(mode="json")}
@@ -106,13 +118,13 @@ def train_and_save(
         stage.mlflow_run(stage_name, target, params, paths, paths.data_hash(recipe.dataset), logged),
         staged_outputs(paths.root) as out,
     ):
-        callbacks = [mlflow.keras.MlflowCallback()]
-        result = fit(model, recipe, train, validation, len(classes), params.seed, callbacks)
+        result = trainer([mlflow.keras.MlflowCallback()])
+        model = result.model
         metrics = summary_metrics(result)
         mlflow.log_metrics({f"final_{k}": float(v) for k, v in metrics.items()})
         model_path = paths.model(target)
         write_with(out.path(model_path), model.save)
-        title = f"{target} ({recipe.model} on {recipe.dataset})"
+        title = f"{target} ({recipe.model_label} on {recipe.dataset})"
         card = {"experiment": target, "dataset": recipe.dataset, "classes": classes,
                 "input_shape": list(x_train.shape[1:])}  # fmt: skip
         artifacts = [

@@ -149,8 +149,11 @@ def fit(
     seed: int,
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
     verbose: int = 2,
+    initial_epoch: int = 0,
 ) -> TrainResult:
     """Train `model` (compiled here) and return it with its history (validation metrics only with `validation`).
+
+    `initial_epoch` numbers the epochs on from an earlier phase (fine-tuning after the head was trained).
 
     With `checkpoint_best` the weights of the best validation epoch are restored
     at the end, as the seeds' ModelCheckpoint(save_best_only=True) reload does.
@@ -172,7 +175,8 @@ def fit(
         history = model.fit(
             **training_inputs(x_train, y_train, recipe, seed),
             validation_data=validation_data,
-            epochs=recipe.epochs,
+            epochs=initial_epoch + recipe.epochs,
+            initial_epoch=initial_epoch,
             callbacks=_callbacks(recipe, checkpoint) + (extra_callbacks or []),
             verbose=verbose,
         )

@@ -1,0 +1,44 @@
+# ruff: noqa: I001  (cnnlab is imported first: it quiets TensorFlow before TensorFlow loads)
+"""finetune stage: a pretrained backbone with a new head, trained in its recipe's mode (features, frozen or
+finetune), saved as models/<id>.keras for the evaluate stage."""
+
+from __future__ import annotations
+
+import cnnlab  # noqa: F401
+
+from functools import partial
+
+from cnnlab import stage
+from cnnlab.backbones import build_backbone, first_trainable
+from cnnlab.config import Params, ParamsError
+from cnnlab.prepare import read_meta, training_splits
+from cnnlab.splits import stratified_subsample
+from cnnlab.train_run import train_and_save
+from cnnlab.transfer import train_transfer
+
+
+def main(params: Params, paths: stage.Paths, transfer_id: str) -> None:
+    recipe, budget = params.transfer(transfer_id), params.transfer_budget(transfer_id)
+    prepared = paths.prepared(recipe.dataset)
+    meta = read_meta(prepared)
+    # Missing weights fail here, before the data is read or anything trains.
+    backbone = build_backbone(recipe.backbone, meta["image_shape"], params.data.weights_mirror, params.data.online)
+    for name, spec in (("backbone.trainable", recipe.backbone.trainable), ("unfreeze", recipe.unfreeze)):
+        try:
+            first_trainable(backbone, spec)
+        except ValueError as exc:
+            raise ParamsError(f"finetune.recipes.{transfer_id}.{name}: {exc}") from None
+    (x_train, y_train), validation = training_splits(prepared, recipe.validation, params.seed, recipe.stratify)
+    limit = params.finetune.recipes[transfer_id].train_samples(budget)
+    if limit:
+        keep = stratified_subsample(y_train, limit, params.seed)
+        x_train, y_train = x_train[keep], y_train[keep]
+    train = (x_train, y_train)
+    classes = len(meta["classes"])
+    trainer = partial(train_transfer, recipe, backbone, train, validation, classes, params.seed,
+                      features_cache=paths.features(transfer_id))  # fmt: skip
+    train_and_save(params, paths, transfer_id, recipe, train, validation, meta, budget, "finetune", trainer)
+
+
+if __name__ == "__main__":
+    stage.run(main)
