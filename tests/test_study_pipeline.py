@@ -36,11 +36,17 @@ def finished(project: Path) -> dict[str, str]:
     return {str(p.relative_to(project)): p.read_text() for p in sorted((project / "folds" / "C4").glob("*/fold*.json"))}
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT at its default in the child: a test run started in the background (nohup, CI) has it ignored, and
+    ignored signals are inherited, so the stage would rightly ignore Ctrl-C too."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_when(project: Path, env: dict, command: list[str], records: int) -> subprocess.CompletedProcess:
     """Start `command`, and press Ctrl-C (SIGINT to its process group) once `records` trainings have finished."""
     process = subprocess.Popen(
         command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=ctrl_c_as_in_a_terminal,
     )  # fmt: skip
     deadline = time.monotonic() + 600
     while len(finished(project)) < records and process.poll() is None and time.monotonic() < deadline:

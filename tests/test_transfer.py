@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import keras
@@ -15,6 +16,7 @@ import yaml
 from cnnlab import backbones
 from cnnlab.backbones import WeightsUnavailableError, build_backbone, first_trainable
 from cnnlab.config import FromLayer, ParamsError, Transfer, parse_params
+from cnnlab.predict import load_model
 from cnnlab.transfer import train_transfer, transfer_model
 from conftest import MIRROR, ROOT, copy_project, require, run, subset
 
@@ -70,6 +72,12 @@ def test_features_are_computed_once_and_reused_until_the_images_change(
                            backbone, train, val, 2, 42, [], cache)  # fmt: skip
     assert "features: reused" in caplog.text  # a new head, the same backbone and images
     assert first.history.keys() == again.history.keys()
+    # Saved and loaded as the evaluate stage loads it: the same scores, and the optimizer state fits the model.
+    first.model.save(tmp_path / "d3.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "Skipping variable loading for optimizer"
+        loaded = load_model(tmp_path / "d3.keras")
+    np.testing.assert_allclose(loaded.predict(val[0], verbose=0), first.model.predict(val[0], verbose=0), atol=1e-6)
     caplog.clear()
     train_transfer(tl, backbone, subset(cats["train"], 40, seed=1), val, 2, 42, [], cache)
     assert "reused" not in caplog.text  # other images: computed anew

@@ -79,6 +79,7 @@ def train_transfer(
 ) -> TrainResult:
     """Train `recipe` on `backbone` in its mode; the result's model always takes raw images."""
     if recipe.mode == "features":
+        set_trainable(backbone, "none")  # the saved model's trainable weights are the head's
         extractor = feature_extractor(recipe, backbone, tuple(train[0].shape[1:]))
         return _train_on_features(recipe, extractor, train, validation, num_classes, seed, callbacks, features_cache)
     model = transfer_model(recipe, backbone, tuple(train[0].shape[1:]), num_classes, seed)
@@ -115,7 +116,8 @@ def _train_on_features(
     head = head_model(features["train"].shape[1:], recipe.head, num_classes)
     on_features = (features["validation"], validation[1]) if validation is not None else None
     trained = fit(head, recipe, (features["train"], train[1]), on_features, num_classes, seed, callbacks)
-    full = compile_model(with_head(extractor, head), recipe, num_classes)  # saved compiled, as every model
+    full = compile_model(with_head(extractor, head), recipe, num_classes)
+    full.optimizer.build(full.trainable_variables)  # saved with slots for the head's weights, so it loads cleanly
     log.info("features of %d images in %.1f s; head trained in %.1f s", sum(map(len, splits.values())),
              extract_seconds, trained.seconds)  # fmt: skip
     return TrainResult(full, trained.history, trained.seconds + extract_seconds, len(train[0]), trained.kept_epoch)
