@@ -212,3 +212,15 @@ def test_the_finetune_stage_trains_logs_and_is_evaluated_and_reported(tmp_path: 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     again = run(["dvc", "repro", "finetune@D3"], tmp_path, env)
     assert "features: reused" in again.stdout + again.stderr
+
+
+def test_more_than_two_classes_get_a_softmax_and_sparse_cross_entropy(cats: dict) -> None:
+    x, _ = subset(cats["train"], 30)
+    y = np.arange(len(x)) % 3  # three classes, as in a user's own image folder
+    tl = recipe(mode="end_to_end", backbone=MOBILENET | {"input_size": 64, "weights": None}, epochs=1)
+    backbone = build_backbone(tl.backbone, (150, 150, 3), None, online=False)
+    result = train_transfer(tl, backbone, (x, y), (x, y), 3, 42, [])
+    output = result.model.get_layer("head").layers[-1]
+    assert output.units == 3 and output.activation.__name__ == "softmax"
+    assert tl.loss_for(3) == "sparse_categorical_crossentropy" and result.model.loss == tl.loss_for(3)
+    assert result.model.predict(x[:4], verbose=0).sum(axis=1) == pytest.approx(np.ones(4), abs=1e-5)
