@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from keras.src.backend.config import keras_home
 from keras.src.utils import file_utils  # the one place Keras fetches application weights
 
 from cnnlab.config import Backbone, LastLayers, Trainable
+from cnnlab.files import env_path
 
 log = logging.getLogger("cnnlab.backbones")
 WEIGHTS_MIRROR_ENV = "CNNLAB_WEIGHTS_MIRROR"
@@ -48,10 +48,6 @@ class BackbonePreprocess(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "backbone": self.backbone}
-
-
-def weights_mirror(configured: Path | None) -> Path | None:
-    return Path(os.environ[WEIGHTS_MIRROR_ENV]) if os.environ.get(WEIGHTS_MIRROR_ENV) else configured
 
 
 @contextlib.contextmanager
@@ -104,7 +100,7 @@ def build_backbone(spec: Backbone, image_shape: Sequence[int], mirror: Path | No
     if spec.weights not in (None, "imagenet") and not Path(spec.weights).is_file():
         raise WeightsUnavailableError(f"backbone.weights: {spec.weights} not found (a weights file, imagenet or null)")
     shape = input_shape(spec, image_shape)
-    with weights_lookup(weights_mirror(mirror), online):
+    with weights_lookup(env_path(WEIGHTS_MIRROR_ENV, mirror), online):
         model = getattr(keras.applications, spec.name)(
             include_top=False, weights=spec.weights, input_shape=shape, **spec.options
         )

@@ -8,14 +8,13 @@ canonical online archive.
 from __future__ import annotations
 
 import logging
-import os
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cnnlab.datasets import DatasetSpec, Layout
-from cnnlab.files import atomic_path, copy_file, sha256_file
+from cnnlab.files import atomic_path, copy_file, env_path, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ def candidate_sources(
     sources = []
     if path is not None:
         sources.append(Source("path", str(path)))
-    mirror = Path(os.environ[MIRROR_ENV]) if os.environ.get(MIRROR_ENV) else mirror
+    mirror = env_path(MIRROR_ENV, mirror)
     if mirror is not None:
         sources.append(Source("mirror", str(mirror / spec.mirror_dir)))
     if spec.debian and debian_dir is not None:

@@ -108,3 +108,8 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
 def combined_hash(parts: Iterable[str]) -> str:
     """One short digest for several digests (order-independent)."""
     return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
+
+
+def env_path(variable: str, configured: Path | None) -> Path | None:
+    """A folder from params, unless the environment variable `variable` names another one."""
+    return Path(os.environ[variable]) if os.environ.get(variable) else configured

@@ -38,7 +38,12 @@ def head_layers(head: Head, num_classes: int) -> list[layers.Layer]:
 
 
 def feature_extractor(recipe: Transfer, backbone: keras.Model, image_shape: tuple[int, ...]) -> keras.Model:
-    """Raw 0..255 pixels → resized to the backbone's input → its own preprocessing → its features."""
+    """Raw 0..255 pixels → resized to the backbone's input → its own preprocessing → its features.
+
+    The backbone's `trainable` layers are opened here (features mode allows none, so its saved model's
+    trainable weights are the head's).
+    """
+    set_trainable(backbone, recipe.backbone.trainable)
     images = keras.Input(shape=image_shape, name="images")
     height, width, _ = input_shape(recipe.backbone, image_shape)
     x = images if (height, width) == tuple(image_shape[:2]) else layers.Resizing(height, width)(images)
@@ -61,7 +66,6 @@ def transfer_model(
     recipe: Transfer, backbone: keras.Model, image_shape: tuple[int, ...], num_classes: int, seed: int
 ) -> keras.Model:
     """Backbone (its `trainable` layers open) and a new head in one model, for modes end_to_end and finetune."""
-    set_trainable(backbone, recipe.backbone.trainable)
     extractor = feature_extractor(recipe, backbone, image_shape)
     backend.seed_everything(seed)
     return with_head(extractor, head_model(extractor.output.shape[1:], recipe.head, num_classes))
@@ -79,7 +83,6 @@ def train_transfer(
 ) -> TrainResult:
     """Train `recipe` on `backbone` in its mode; the result's model always takes raw images."""
     if recipe.mode == "features":
-        set_trainable(backbone, "none")  # the saved model's trainable weights are the head's
         extractor = feature_extractor(recipe, backbone, tuple(train[0].shape[1:]))
         return _train_on_features(recipe, extractor, train, validation, num_classes, seed, callbacks, features_cache)
     model = transfer_model(recipe, backbone, tuple(train[0].shape[1:]), num_classes, seed)
@@ -130,7 +133,8 @@ def cached_features(
     digest = hashlib.sha256(json.dumps(recipe.backbone.model_dump(mode="json"), sort_keys=True).encode())
     digest.update(keras.__version__.encode())
     for name, images in splits.items():
-        digest.update(name.encode() + images.tobytes())
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(images))  # hashed in place, not copied
     fingerprint = digest.hexdigest()[:16]
     if cache is not None and cache.is_file():
         with np.load(cache) as stored:
