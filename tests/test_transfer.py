@@ -17,8 +17,11 @@ from cnnlab import backbones
 from cnnlab.backbones import WeightsUnavailableError, build_backbone, first_trainable
 from cnnlab.config import FromLayer, ParamsError, Transfer, parse_params
 from cnnlab.predict import load_model
+from cnnlab.stage import Paths
 from cnnlab.transfer import train_transfer, transfer_model
-from conftest import MIRROR, ROOT, copy_project, require, run, subset
+from conftest import MIRROR, ROOT, copy_project, load_stage, require, run, subset
+from test_loaders import png
+from test_stages import own_data_params, own_tree
 
 WEIGHTS = MIRROR.parent / "weights"
 MOBILENET = {"name": "MobileNet", "options": {"alpha": 0.25}, "input_size": 224, "weights": "imagenet"}
@@ -224,3 +227,40 @@ def test_more_than_two_classes_get_a_softmax_and_sparse_cross_entropy(cats: dict
     assert output.units == 3 and output.activation.__name__ == "softmax"
     assert tl.loss_for(3) == "sparse_categorical_crossentropy" and result.model.loss == tl.loss_for(3)
     assert result.model.predict(x[:4], verbose=0).sum(axis=1) == pytest.approx(np.ones(4), abs=1e-5)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_a_users_own_image_folder_is_fine_tuned_evaluated_and_logged(
+    tmp_path: Path, classes: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    import mlflow
+
+    birds = {f"{split}/bird/{i}.png": png((0, 200, 0)) for split, n in [("train", 4), ("test", 2)] for i in range(n)}
+    source = tmp_path / "pets"
+    for name, data in (own_tree() | (birds if classes == 3 else {})).items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(data)
+    raw = own_data_params(source)
+    raw["finetune"]["recipes"]["OWN_TL"] = {
+        "dataset": "pets", "mode": "finetune", "validation": 0.5, "batch_size": 4, "epochs": 1, "fine_tune_epochs": 1,
+        "backbone": {"name": "MobileNet", "options": {"alpha": 0.25}, "input_size": 32, "weights": None},
+        "head": {"pooling": "avg", "dense": [8]}, "unfreeze": {"last": 3},
+    }  # fmt: skip
+    params, paths = parse_params(raw), Paths(tmp_path / "project")
+    for stage, target in [("download", "pets"), ("preprocess", "pets"), ("finetune", "OWN_TL"), ("evaluate", "OWN_TL")]:
+        load_stage(stage).main(params, paths, target)
+    meta = json.loads((paths.prepared("pets") / "meta.json").read_text())
+    assert meta["skipped_count"] == 2  # the greyscale and the broken image, counted, as the seed does
+    trained = json.loads((paths.metrics("OWN_TL") / "train.json").read_text())
+    assert trained["epochs_run"] == 2  # one epoch of the head, then one of fine-tuning
+    report = json.loads((paths.metrics("OWN_TL") / "classification_report.json").read_text())
+    assert report["macro avg"]["support"] == 4 + (2 if classes == 3 else 0)
+    output = load_model(paths.model("OWN_TL")).get_layer("head").layers[-1]
+    assert (output.units, output.activation.__name__) == ((1, "sigmoid") if classes == 2 else (3, "softmax"))
+    runs = mlflow.search_runs(experiment_names=["cnnlab"], order_by=["start_time ASC"])
+    assert runs["tags.mlflow.runName"].tolist() == ["download@pets", "preprocess@pets", "finetune@OWN_TL",
+                                                    "evaluate@OWN_TL"]  # fmt: skip
+    assert set(runs["status"]) == {"FINISHED"}
+    # The fine-tuning fit's new optimizer is not logged over the first's (MLflow refuses to change a param).
+    assert "Changing param values is not allowed" not in caplog.text
+    assert runs.iloc[2]["params.optimizer_learning_rate"] == "0.0010000000474974513"

@@ -33,7 +33,7 @@ from cnnlab.files import combined_hash, sha256_file, write_json
 from cnnlab.prepare import load_prepared
 from cnnlab.splits import Fold, kfold_splits, stratified_subsample
 from cnnlab.tracking import child_runs, flatten
-from cnnlab.training import Arrays, fit, seeded_model
+from cnnlab.training import Arrays, EpochsToMlflow, fit, seeded_model
 
 log = logging.getLogger("cnnlab.study")
 RUNS_FILE = "runs.json"
@@ -319,7 +319,7 @@ def train_fold(
 ) -> tuple[dict[str, float], int, float]:
     """Fit a fresh model on the fold's training part only; its last epoch is scored on the held-out part."""
     model = seeded_model(recipe, train[0].shape[1:], classes, seed)
-    result = fit(model, recipe, train, val, classes, seed, [mlflow.keras.MlflowCallback()], verbose=2)
+    result = fit(model, recipe, train, val, classes, seed, [EpochsToMlflow()], verbose=2)
     return result.at_kept_epoch(), result.epochs_run, result.seconds
 
 

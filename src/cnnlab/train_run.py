@@ -19,7 +19,7 @@ from cnnlab.config import Experiment, Params
 from cnnlab.files import staged_outputs, write_json, write_text, write_with
 from cnnlab.plots import training_curves
 from cnnlab.predict import model_card_path
-from cnnlab.training import Arrays, TrainResult, fit, seeded_model
+from cnnlab.training import Arrays, EpochsToMlflow, TrainResult, fit, seeded_model
 
 log = logging.getLogger("cnnlab.train")
 Trainer = Callable[[list[keras.callbacks.Callback]], TrainResult]
@@ -118,7 +118,7 @@ def train_and_save(
         stage.mlflow_run(stage_name, target, params, paths, paths.data_hash(recipe.dataset), logged),
         staged_outputs(paths.root) as out,
     ):
-        result = trainer([mlflow.keras.MlflowCallback()])
+        result = trainer([EpochsToMlflow()])
         model = result.model
         metrics = summary_metrics(result)
         mlflow.log_metrics({f"final_{k}": float(v) for k, v in metrics.items()})

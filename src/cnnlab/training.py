@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import mlflow
 import numpy as np
 
 from cnnlab import backend
@@ -120,6 +121,22 @@ class StopOnSignal(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         raise_if_stop_requested()
+
+
+class EpochsToMlflow(mlflow.keras.MlflowCallback):
+    """MLflow's Keras callback, logging the optimizer and model summary at the first fit of a run only.
+
+    Fine-tuning fits again with a new optimizer, and MLflow refuses to change a logged param.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._began = False
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if not self._began:
+            super().on_train_begin(logs)
+            self._began = True
 
 
 def _callbacks(recipe: Experiment, checkpoint: Path) -> list[keras.callbacks.Callback]:
