@@ -125,3 +125,14 @@ def search_progress(
     left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.legend()
     return _save(fig, path)
+
+
+def image_panels(panels: dict[str, np.ndarray], title: str, path: Path) -> Path:
+    """2-D arrays side by side in grey, each under its name, on its own colour scale (filter outputs, maps)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.4 * len(panels), 2.8), squeeze=False)
+    for ax, (name, array) in zip(axes.flat, panels.items(), strict=True):
+        ax.imshow(array, cmap="gray")
+        ax.set_title(f"{name} {array.shape[0]}x{array.shape[1]}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title)
+    return _save(fig, path)
