@@ -136,3 +136,32 @@ def image_panels(panels: dict[str, np.ndarray], title: str, path: Path) -> Path:
         ax.axis("off")
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def kernel_grid(kernels: np.ndarray, title: str, path: Path, max_filters: int = 32) -> Path:
+    """One column per filter, one row per input channel (seed 004, program 6-6), on one grey scale."""
+    shown = kernels[..., :max_filters]
+    channels, filters = shown.shape[2], shown.shape[3]
+    fig, axes = plt.subplots(channels, filters, figsize=(filters * 0.6, channels * 0.75), squeeze=False)
+    for j in range(channels):
+        for i in range(filters):
+            ax = axes[j, i]
+            ax.imshow(shown[:, :, j, i], cmap="gray", vmin=0.0, vmax=1.0)
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_title(f"{i}_{j}", fontsize=5)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def feature_map_grid(maps: np.ndarray, title: str, path: Path, max_maps: int = 32, columns: int = 8) -> Path:
+    """One image's feature maps (height, width, channels) in a grid, each on its own scale."""
+    count = min(maps.shape[-1], max_maps)
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.2, rows * 1.3), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, ax in zip(range(count), axes.flat, strict=False):
+        ax.imshow(maps[:, :, k], cmap="viridis")
+        ax.set_title(str(k), fontsize=6)
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -1,0 +1,56 @@
+"""Kernels and feature maps: the first convolution's feature map equals the hand-written sliding window on the
+same image (its kernel, bias and ReLU), and the pictures are drawn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from cnnlab.hand_filters import sliding_window_filter
+from cnnlab.layer_views import conv_layers, feature_maps, first_conv_kernels
+from cnnlab.models import build_model
+from cnnlab.plots import feature_map_grid, kernel_grid
+
+
+@pytest.fixture(scope="module")
+def m1() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    return build_model("M1", (28, 28, 1), 10)  # Chollet's MNIST convnet: valid 3x3 convolutions
+
+
+def test_the_first_feature_map_is_the_sliding_window_of_its_kernel(m1: keras.Model, fashion: dict) -> None:
+    images = fashion["test"][0][:2]
+    first, second = (layer.name for layer in conv_layers(m1)[:2])
+    maps = feature_maps(m1, [first, second], images)
+    assert maps[first].shape == (2, 26, 26, 32) and maps[second].shape == (2, 11, 11, 64)
+    kernel, bias = (keras.ops.convert_to_numpy(w) for w in conv_layers(m1)[0].weights)
+    pixels = images[1, :, :, 0].astype(np.float32) / 255  # the model's Rescaling(1/255)
+    for f in (0, 17):
+        by_hand = np.maximum(sliding_window_filter(pixels, kernel[:, :, 0, f]) + bias[f], 0)
+        np.testing.assert_allclose(maps[first][1, :, :, f], by_hand, atol=1e-5)
+
+
+def test_kernels_are_scaled_to_the_unit_range_keeping_their_order(m1: keras.Model) -> None:
+    kernels = first_conv_kernels(m1)
+    raw = keras.ops.convert_to_numpy(conv_layers(m1)[0].kernel)
+    assert kernels.shape == (3, 3, 1, 32) and kernels.min() == 0.0 and kernels.max() == pytest.approx(1.0)
+    assert np.array_equal(np.argsort(kernels, axis=None), np.argsort(raw, axis=None))
+
+
+def test_an_unknown_layer_names_the_convolutions_there_are(m1: keras.Model) -> None:
+    with pytest.raises(ValueError, match=r"no layer conv9; its convolutions: conv2d"):
+        feature_maps(m1, ["conv9"], np.zeros((1, 28, 28, 1), np.uint8))
+    with pytest.raises(ValueError, match="no Conv2D layer"):
+        first_conv_kernels(build_model("F0", (28, 28, 1), 10))
+
+
+def test_kernels_and_maps_are_drawn(m1: keras.Model, tmp_path: Path) -> None:
+    colour = build_model("C1", (32, 32, 3), 10)
+    kernel_png = kernel_grid(first_conv_kernels(colour), "C1 conv kernels", tmp_path / "kernels.png")
+    name = conv_layers(m1)[0].name
+    maps = feature_maps(m1, [name], np.zeros((1, 28, 28, 1), np.uint8))[name]
+    map_png = feature_map_grid(maps[0], "M1 feature maps", tmp_path / "maps.png")
+    assert kernel_png.read_bytes().startswith(b"\x89PNG") and map_png.read_bytes().startswith(b"\x89PNG")
