@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -77,3 +78,32 @@ def augmented_tf_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, augmente
         .map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def input_gradient(score: Callable[[Any], Any], x: np.ndarray) -> np.ndarray:
+    """d sum(score(x)) / dx as a NumPy array, under the running backend.
+
+    Grad-CAM and filter patterns need gradients with respect to a tensor that is not a weight; each backend
+    takes them its own way. Samples are independent at inference, so the sum gives each sample its own gradient.
+    """
+    backend = name()
+    x = np.asarray(x, dtype=np.float32)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tensor = tf.convert_to_tensor(x)
+        with tf.GradientTape() as tape:
+            tape.watch(tensor)
+            total = tf.reduce_sum(score(tensor))
+        return tape.gradient(total, tensor).numpy()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda v: score(v).sum())(jax.numpy.asarray(x)))
+    if backend == "torch":
+        import torch
+
+        tensor = torch.tensor(x, requires_grad=True)
+        score(tensor).sum().backward()
+        return tensor.grad.detach().cpu().numpy()
+    raise NotImplementedError(f"input gradients under the {backend} backend")
