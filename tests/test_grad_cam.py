@@ -30,20 +30,34 @@ def patch_images(count: int, seed: int, sides: int = 1) -> tuple[np.ndarray, np.
     return images, (on.astype("float32") if sides > 1 else kind), corners
 
 
-@pytest.fixture(scope="module")
-def trained() -> keras.Model:
-    return patch_model()
+@pytest.fixture(scope="module", params=["flat", "nested"])
+def trained(request: pytest.FixtureRequest) -> keras.Model:
+    return patch_model(nested=request.param == "nested")
 
 
-def patch_model() -> keras.Model:
-    """A small convnet as the seeds build them, one sigmoid output per side (is there a patch?)."""
+def patch_model(nested: bool = False) -> keras.Model:
+    """A small convnet as the seeds build them, one sigmoid output per side (is there a patch?).
+
+    `nested`: the convolutions form a functional "backbone" inside the model, as in cnnlab's transfer models.
+    """
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((SIZE, SIZE, 1)), keras.layers.Rescaling(1 / 255),
+    convs = [
         keras.layers.Conv2D(8, 3, padding="same", activation="relu"), keras.layers.MaxPooling2D(2),
         keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="last_conv"),
-        keras.layers.Flatten(), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2, activation="sigmoid"),
-    ])  # fmt: skip
+    ]  # fmt: skip
+    head = [
+        keras.layers.Flatten(),
+        keras.layers.Dense(16, activation="relu"),
+        keras.layers.Dense(2, activation="sigmoid"),
+    ]
+    if nested:
+        inner = keras.Input((SIZE, SIZE, 1))
+        x = inner
+        for layer in convs:
+            x = layer(x)
+        convs = [keras.Model(inner, x, name="backbone")]
+        head = [keras.Sequential(head, name="head")]
+    model = keras.Sequential([keras.Input((SIZE, SIZE, 1)), keras.layers.Rescaling(1 / 255), *convs, *head])
     model.compile(optimizer="adam", loss="binary_crossentropy")
     x, y, _ = patch_images(1000, seed=1, sides=4)
     model.fit(x, y, epochs=4, batch_size=32, verbose=0)
@@ -75,5 +89,5 @@ def test_one_sigmoid_unit_scores_class_0_as_minus_its_logit() -> None:
 
 
 def test_an_unknown_layer_is_named_with_the_layers_there_are(trained: keras.Model) -> None:
-    with pytest.raises(ValueError, match=r"no layer 'conv9'; its layers: .*last_conv"):
+    with pytest.raises(ValueError, match=r"no layer 'conv9'; its convolutions: .*last_conv"):
         grad_cam(trained, "conv9", np.zeros((1, SIZE, SIZE, 1), np.uint8))

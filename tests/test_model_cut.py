@@ -1,0 +1,69 @@
+"""Cutting a model in two at a layer: the two halves compose to the whole, also through a nested backbone, and
+Grad-CAM's default layer is the last convolution's output."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from cnnlab.model_cut import conv_layer_names, last_map_layer, output_layer, split
+from cnnlab.models import build_model
+
+
+def residual_model() -> keras.Model:
+    """conv → [conv → bn → add(skip) → relu] → pool → dense: a ResNet block as keras.applications writes them."""
+    images = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="stem")(images)
+    y = keras.layers.Conv2D(4, 3, padding="same", name="block_conv")(x)
+    y = keras.layers.BatchNormalization(name="block_bn")(y)
+    y = keras.layers.Add(name="block_add")([x, y])
+    y = keras.layers.Activation("relu", name="block_out")(y)
+    y = keras.layers.GlobalAveragePooling2D()(y)
+    return keras.Model(images, keras.layers.Dense(3, activation="softmax")(y), name="residual")
+
+
+def transfer_like(backbone: keras.Model) -> keras.Model:
+    """cnnlab's transfer model: raw pixels → resize → preprocess → the backbone → a Sequential head."""
+    images = keras.Input((24, 24, 3), name="images")
+    x = keras.layers.Resizing(32, 32)(images)
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="preprocess")(x)
+    head = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")], name="head")
+    return keras.Model(images, head(backbone(x, training=False)))
+
+
+def _composes(model: keras.Model, layer: str, images: np.ndarray) -> None:
+    before, after = split(model, layer)
+    np.testing.assert_allclose(after.predict(before.predict(images, verbose=0), verbose=0),
+                               model.predict(images, verbose=0), atol=1e-5)  # fmt: skip
+
+
+def test_both_halves_compose_to_the_model_at_every_convolution_of_a_nested_backbone() -> None:
+    keras.utils.set_random_seed(0)
+    backbone = keras.applications.MobileNet(input_shape=(32, 32, 3), alpha=0.25, include_top=False, weights=None)
+    model = transfer_like(backbone)
+    images = np.random.default_rng(0).uniform(0, 255, (3, 24, 24, 3)).astype("float32")
+    names = conv_layer_names(model)
+    assert len(names) == 27 and names[0] == "conv1" and names[-1] == "conv_pw_13"
+    for layer in (names[0], names[13], "conv_pw_13_relu", "preprocess"):
+        _composes(model, layer, images)
+    assert split(model, "conv_pw_5")[0].output_shape == (None, 4, 4, 64)
+    assert last_map_layer(model) == "conv_pw_13_relu" and output_layer(model).name == model.layers[-1].layers[-1].name
+
+
+@pytest.mark.parametrize("model_id", ["M3", "C1", "F1"])
+def test_sequential_models_of_the_seed_table_cut_at_every_convolution(model_id: str) -> None:
+    shape = (32, 32, 3) if model_id == "C1" else (28, 28, 1)
+    model = build_model(model_id, shape, 10)
+    images = np.random.default_rng(1).uniform(0, 255, (2, *shape)).astype("float32")
+    for layer in conv_layer_names(model):
+        _composes(model, layer, images)
+
+
+def test_a_residual_block_is_cut_at_its_output_and_not_inside_it() -> None:
+    model = residual_model()
+    images = np.random.default_rng(2).uniform(0, 255, (2, 16, 16, 3)).astype("float32")
+    assert last_map_layer(model) == "block_out"  # past its batch norm and the add, as ResNet50's conv5_block3_out
+    _composes(model, "block_out", images)
+    with pytest.raises(ValueError, match="'block_conv' does not cut 'residual' in two"):
+        split(model, "block_conv")
