@@ -43,9 +43,9 @@ def main(params: Params, paths: stage.Paths, exp_id: str) -> None:
     dataset = params.dataset_of(exp_id)  # an experiment's, or a search's whose best model was retrained
     model_path = paths.model(exp_id)
     if not model_path.is_file():
-        how = f"retrain@{exp_id}" if exp_id in params.tune else f"train@{exp_id}"
-        how = f"finetune@{exp_id}" if exp_id in params.finetune.recipes else how
-        raise FileNotFoundError(f"{model_path} not found: train it first (`dvc repro {how}`)")
+        raise FileNotFoundError(
+            f"{model_path} not found: train it first (`dvc repro {stage.producer(params, exp_id)}`)"
+        )
     prepared = paths.prepared(dataset)
     classes = read_meta(prepared)["classes"]
     x_test, y_test = load_split(prepared / "test.npz")

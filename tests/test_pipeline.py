@@ -15,6 +15,7 @@ from conftest import copy_project, run
 EXPERIMENTS = ["F0", "F1"]
 STAGES = ["download@fashion_mnist", "preprocess@fashion_mnist", "train@F0", "train@F1", "evaluate@F0", "evaluate@F1"]
 STAGES += ["tune@T1", "retrain@T1", "evaluate@T1"]  # a search's stages (its evaluate_tuned runs evaluate.py)
+STAGES += ["explain@F0", "explain@F1", "explain@T1"]  # explain_tuned runs explain.py as explain@<id>
 STAGES.append("report")
 TINY_SEARCH = {
     "dataset": "fashion_mnist",
@@ -137,14 +138,15 @@ def test_second_repro_does_nothing(repro) -> None:
 
 
 def test_one_experiment_runs_alone_on_its_full_budget(repro) -> None:
-    """`dvc exp run -S ++experiments.F0.budget=full` re-runs F0's train and evaluate (and the report), nothing else."""
+    """`dvc exp run -S ++experiments.F0.budget=full` re-runs F0's train, evaluate and explain (and the report),
+    nothing else."""
     project, env = repro[0], repro[1]
     f1_before = (project / "metrics" / "F1" / "evaluate.json").read_text()
     run(["dvc", "exp", "run", "-S", "++experiments.F0.budget=full"], project, env)
     new_runs = set(stage_runs(project)[1]["tags.mlflow.runName"].tolist())
-    assert len(stage_runs(project)[1]) == len(STAGES) + 3 and new_runs == set(STAGES)
-    latest = mlflow.search_runs(experiment_names=["cnnlab"], order_by=["start_time DESC"], max_results=3)
-    assert sorted(latest["tags.mlflow.runName"]) == ["evaluate@F0", "report", "train@F0"]
+    assert len(stage_runs(project)[1]) == len(STAGES) + 4 and new_runs == set(STAGES)
+    latest = mlflow.search_runs(experiment_names=["cnnlab"], order_by=["start_time DESC"], max_results=4)
+    assert sorted(latest["tags.mlflow.runName"]) == ["evaluate@F0", "explain@F0", "report", "train@F0"]
     f0_train = json.loads((project / "metrics" / "F0" / "train.json").read_text())
     assert (f0_train["budget"], f0_train["epochs_run"], f0_train["train_samples"]) == ("full", 2, 2000)
     assert (project / "metrics" / "F1" / "evaluate.json").read_text() == f1_before

@@ -247,7 +247,8 @@ def test_a_users_own_image_folder_is_fine_tuned_evaluated_and_logged(
         "head": {"pooling": "avg", "dense": [8]}, "unfreeze": {"last": 3},
     }  # fmt: skip
     params, paths = parse_params(raw), Paths(tmp_path / "project")
-    for stage, target in [("download", "pets"), ("preprocess", "pets"), ("finetune", "OWN_TL"), ("evaluate", "OWN_TL")]:
+    stages = ["download", "preprocess", "finetune", "evaluate", "explain"]
+    for stage, target in zip(stages, ["pets", "pets", "OWN_TL", "OWN_TL", "OWN_TL"], strict=True):
         load_stage(stage).main(params, paths, target)
     meta = json.loads((paths.prepared("pets") / "meta.json").read_text())
     assert meta["skipped_count"] == 2  # the greyscale and the broken image, counted, as the seed does
@@ -259,7 +260,12 @@ def test_a_users_own_image_folder_is_fine_tuned_evaluated_and_logged(
     assert (output.units, output.activation.__name__) == ((1, "sigmoid") if classes == 2 else (3, "softmax"))
     runs = mlflow.search_runs(experiment_names=["cnnlab"], order_by=["start_time ASC"])
     assert runs["tags.mlflow.runName"].tolist() == ["download@pets", "preprocess@pets", "finetune@OWN_TL",
-                                                    "evaluate@OWN_TL"]  # fmt: skip
+                                                    "evaluate@OWN_TL", "explain@OWN_TL"]  # fmt: skip
+    # Grad-CAM and filter patterns reach inside the nested backbone (MobileNet's last block by default).
+    assert runs.iloc[4]["params.grad_cam_layer"] == "conv_pw_13_relu"
+    assert {"grad_cam_correct.png", "filter_patterns_conv_pw_13.png"} <= {
+        p.name for p in (paths.root / "explain" / "OWN_TL").iterdir()
+    }
     assert set(runs["status"]) == {"FINISHED"}
     # The fine-tuning fit's new optimizer is not logged over the first's (MLflow refuses to change a param).
     assert "Changing param values is not allowed" not in caplog.text

@@ -1,4 +1,5 @@
-"""The `cnnlab` command: check params, list what is built in, open the MLflow UI, predict, report."""
+"""The `cnnlab` command: check params, list what is built in, open the MLflow UI, predict, list a model's layers,
+report."""
 
 from __future__ import annotations
 
@@ -99,11 +100,7 @@ def predict(args: argparse.Namespace) -> int:
     from cnnlab.plots import probability_bars
     from cnnlab.predict import load_classes, load_model, predict
 
-    model_path = Path(args.model)
-    if not model_path.suffix:  # an experiment id
-        model_path = Path("models") / f"{args.model}.keras"
-    if not model_path.is_file():
-        raise PredictInputError(f"{model_path}: no such model; train it with `dvc repro` or pass a .keras file")
+    model_path = _model_path(args.model)
     model = load_model(model_path)
     results = predict(model, [Path(p) for p in args.images], resize=args.resize)
     classes = load_classes(model_path, results[0].probabilities.size)
@@ -114,6 +111,33 @@ def predict(args: argparse.Namespace) -> int:
         first = results[0]
         print("chart:", probability_bars(first.probabilities, classes, first.path.name, Path(args.chart)))
     return 0
+
+
+def layers(args: argparse.Namespace) -> int:
+    """A trained model's layers with a backbone's, output shapes, and which ones `explain` can show."""
+    from cnnlab.model_cut import CONVOLUTIONS, last_map_layer, walk
+    from cnnlab.predict import load_model
+
+    model_path = _model_path(args.model)
+    model = load_model(model_path)
+    for owner, layer in walk(model):
+        shape = layer.output.shape
+        mark = "conv" if isinstance(layer, CONVOLUTIONS) else ""
+        where = "" if owner is model else f"  (in {owner.name})"
+        print(f"{layer.name:<28} {type(layer).__name__:<24} {shape!s:<22} {mark}{where}")
+    try:
+        print(f"Grad-CAM's default layer: {last_map_layer(model)}")
+    except ValueError:
+        print("no convolution: explain draws only the hand filters and the augmentation preview")
+    return 0
+
+
+def _model_path(model: str) -> Path:
+    """An experiment id (models/<id>.keras) or a .keras file, which must exist."""
+    path = Path(model) if Path(model).suffix else Path("models") / f"{model}.keras"
+    if not path.is_file():
+        raise PredictInputError(f"{path}: no such model; train it with `dvc repro` or pass a .keras file")
+    return path
 
 
 def report(args: argparse.Namespace) -> int:
@@ -164,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     predict_parser.add_argument("--chart", help="save a bar chart of the first image's class probabilities here")
     predict_parser.add_argument("--resize", action="store_true", help="resize images to the model's input size")
     predict_parser.set_defaults(run=predict)
+    layers_parser = commands.add_parser("layers", help="a trained model's layers (for params' explain section)")
+    layers_parser.add_argument("model", help="an experiment id (models/<id>.keras) or a .keras file")
+    layers_parser.set_defaults(run=layers)
     tune_parser = commands.add_parser(
         "tune",
         help="run a search (tune@<id>); a worker or chief with KERASTUNER_TUNER_ID, _ORACLE_IP, _ORACLE_PORT set",

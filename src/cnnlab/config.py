@@ -571,6 +571,38 @@ class Tracking(Strict):
     log_model: bool = True
 
 
+class Views(Strict):
+    """What the explain stage shows of one trained model (layer names differ between models: see `cnnlab layers`)."""
+
+    layers: list[str] = []  # feature maps and filter patterns of these layers; [] = the first and the last convolution
+    feature_map_images: list[Annotated[int, Field(ge=0, strict=True)]] = [0]  # test images (indices) for feature maps
+    max_maps: PositiveInt = 32  # feature maps drawn per layer
+    filters: PositiveInt = 8  # filter patterns: the first N filters of each layer
+    ascent_steps: PositiveInt = 30
+    ascent_step_size: float = Field(10.0, gt=0)  # pixel levels per step, along the RMS-normalised gradient
+    grad_cam_layer: str | None = None  # None: the last convolution's output (inside a backbone too)
+    grad_cam_images: PositiveInt = 6  # this many correctly and this many wrongly classified test images
+    augmentation_images: PositiveInt = 12  # the preview: the first N training images
+    augmentation_draws: PositiveInt = 2  # and this many random augmented draws of each
+
+
+class Explain(Views):
+    """`explain`: the defaults for every model, and `models: {<id>: {<key>: value}}` for one model's own."""
+
+    models: dict[str, dict[str, Any]] = {}
+
+    def for_model(self, model_id: str) -> Views:
+        own = self.models.get(model_id, {})
+        try:
+            return Views(**{**self.model_dump(exclude={"models"}), **own})
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ValueError(
+                f"explain.models.{model_id}.{where}: {first['msg']} (the keys: {', '.join(Views.model_fields)})"
+            ) from None
+
+
 class Params(Strict):
     budget: Budget = "quick"
     seed: int = 42
@@ -586,6 +618,8 @@ class Params(Strict):
     tune: dict[str, Tune] = {}
     # pretrained backbones with new heads (finetune and evaluate stages per id in finetune.run)
     finetune: Finetune = Finetune()
+    # what the explain stages draw of each trained model: feature maps, filter patterns, Grad-CAM, augmentation
+    explain: Explain = Explain()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Params:
@@ -619,7 +653,15 @@ class Params(Strict):
         self._check_studies()
         self._check_searches()
         self._check_transfers()
+        self._check_explain()
         return self
+
+    def _check_explain(self) -> None:
+        models = {*self.experiments, *self.tune, *self.finetune.recipes}
+        for name in self.explain.models:
+            if name not in models:
+                raise ValueError(f"explain.models.{name}: no model has that id; allowed: {', '.join(sorted(models))}")
+            self.explain.for_model(name)
 
     def _check_transfers(self) -> None:
         taken = {*self.experiments, *self.crossval, *self.ablation, *self.tune}

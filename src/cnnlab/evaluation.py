@@ -30,11 +30,15 @@ class Evaluation:
         }
 
 
-def predict_classes(model: keras.Model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    probabilities = model.predict(images.astype("float32"), batch_size=batch_size, verbose=0)
-    if probabilities.shape[-1] == 1:  # one sigmoid unit
+def classes_of(probabilities: np.ndarray) -> np.ndarray:
+    """The predicted class of each row of class probabilities (one sigmoid unit: class 1 above 0.5)."""
+    if probabilities.shape[-1] == 1:
         return (probabilities[:, 0] > 0.5).astype(np.int64)
     return probabilities.argmax(axis=-1).astype(np.int64)
+
+
+def predict_classes(model: keras.Model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    return classes_of(model.predict(images.astype("float32"), batch_size=batch_size, verbose=0))
 
 
 def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray, classes: list[str], loss: str) -> Evaluation:

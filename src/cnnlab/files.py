@@ -52,7 +52,10 @@ class Staging:
     def commit(self) -> None:
         for staged, target in self.moves:
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged, target)
+            if staged.is_dir():  # a folder output: the new one replaces the old whole (no stale files left)
+                replace_dir(staged, target)
+            else:
+                os.replace(staged, target)
 
 
 @contextlib.contextmanager

@@ -15,7 +15,8 @@ import keras
 import numpy as np
 
 from cnnlab import backend
-from cnnlab.model_cut import output_layer, split
+from cnnlab.evaluation import predict_classes
+from cnnlab.model_cut import infer, output_layer, split
 
 
 def class_scores(logits: Any, classes: np.ndarray) -> Any:
@@ -48,11 +49,8 @@ def grad_cam(model: keras.Model, layer_name: str, images: np.ndarray, classes: n
     prediction when None.
     """
     before, after = split(model, layer_name)
-    maps = before.predict(images, verbose=0)
-    if classes is None:
-        predicted = model.predict(images, verbose=0)
-        classes = (predicted[:, 0] > 0.5).astype(int) if predicted.shape[-1] == 1 else predicted.argmax(axis=1)
-    classes = np.asarray(classes)
+    maps = infer(before, images)
+    classes = predict_classes(model, images) if classes is None else np.asarray(classes)
     with _logits(model):
         gradients = backend.input_gradient(lambda m: class_scores(after(m, training=False), classes), maps)
     weights = gradients.mean(axis=(1, 2), keepdims=True)  # one weight per channel and image

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from cnnlab.model_cut import conv_layer_names, split, walk
+from cnnlab.model_cut import conv_layer_names, infer, split, walk
 
 
 def first_conv_kernels(model: keras.Model) -> np.ndarray:
@@ -25,4 +25,4 @@ def first_conv_kernels(model: keras.Model) -> np.ndarray:
 
 def feature_maps(model: keras.Model, layer_names: Sequence[str], images: np.ndarray) -> dict[str, np.ndarray]:
     """Each named layer's output for `images` (raw pixels, as the model takes them); a backbone's layers too."""
-    return {name: np.asarray(split(model, name)[0].predict(images, verbose=0)) for name in layer_names}
+    return {name: infer(split(model, name)[0], images) for name in layer_names}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import keras
+import numpy as np
 
 CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
 # Layers that keep a convolution's maps as maps: Grad-CAM's default layer is the last convolution's output after them.
@@ -117,6 +118,11 @@ def _wrap(outer: keras.Model, inner: keras.Model, before: keras.Model, after: ke
         _replay(outer.inputs[0].shape[1:], [*layers[:at], before], "images"),
         _replay(before.outputs[0].shape[1:], [after, *layers[at + 1 :]], "maps"),
     )
+
+
+def infer(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """One direct inference call: a cut is a new model each time, and `predict` would trace a new function for it."""
+    return np.asarray(keras.ops.convert_to_numpy(model(np.asarray(images, dtype=np.float32), training=False)))
 
 
 def output_layer(model: keras.Model) -> keras.layers.Layer:

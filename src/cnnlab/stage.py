@@ -113,6 +113,13 @@ def mlflow_run(
     )
 
 
+def producer(params: Params, model_id: str) -> str:
+    """The DVC stage that writes models/<model_id>.keras."""
+    if model_id in params.tune:
+        return f"retrain@{model_id}"
+    return f"finetune@{model_id}" if model_id in params.finetune.recipes else f"train@{model_id}"
+
+
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 

@@ -1,0 +1,190 @@
+"""The explain stage's pictures of one trained model: first-layer kernels, feature maps, filter patterns, Grad-CAM
+on correctly and wrongly classified test images, and the augmentation preview (seeds 000-004)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from cnnlab import plots
+from cnnlab.augment import build_augmenter
+from cnnlab.config import Augmentation, ParamsError, Views
+from cnnlab.evaluation import classes_of
+from cnnlab.filter_patterns import filter_patterns, for_display
+from cnnlab.grad_cam import grad_cam, upsample
+from cnnlab.hand_filters import sobel_edges
+from cnnlab.layer_views import feature_maps, first_conv_kernels
+from cnnlab.model_cut import conv_layer_names, last_map_layer, split
+
+log = logging.getLogger("cnnlab.explain")
+
+
+ASCENT_COLUMNS = ["series", "layer", "filter", "step", "activation"]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The layers and images a model's views are drawn for, checked against the model and data before any work."""
+
+    layers: list[str]
+    grad_cam_layer: str | None  # None: the model has no convolution (a dense baseline)
+    feature_map_images: list[int]
+
+
+def choose(model: keras.Model, views: Views, test_images: int, model_id: str) -> Choice:
+    """The configured layers (default: the first and last convolution) and Grad-CAM layer, all found in the model.
+
+    A model without convolutions gets none by default: only its hand-filter and augmentation pictures are drawn.
+    """
+    convs = conv_layer_names(model)
+    layers = views.layers or list(dict.fromkeys(convs[:1] + convs[-1:]))
+    cam_layer = views.grad_cam_layer or (last_map_layer(model) if convs else None)
+    for name, key in [*((layer, "layers") for layer in layers), (cam_layer, "grad_cam_layer")]:
+        if name is None:
+            continue
+        try:
+            shape = split(model, name)[0].output_shape
+        except ValueError as error:
+            raise ParamsError(f"explain ({model_id}).{key}: {error}") from None
+        if len(shape) != 4:
+            raise ParamsError(
+                f"explain ({model_id}).{key}: {name!r} outputs {shape}, not feature maps (rows, columns, channels);"
+                f" choose a convolution: {', '.join(convs) or 'the model has none'}"
+            )
+    too_far = [i for i in views.feature_map_images if i >= test_images]
+    if too_far:
+        raise ParamsError(
+            f"explain ({model_id}).feature_map_images: {too_far} past the last of the {test_images} test images"
+        )
+    return Choice(layers, cam_layer, list(views.feature_map_images))
+
+
+def kernels_png(model: keras.Model, title: str, path: Path) -> Path:
+    return plots.kernel_grid(first_conv_kernels(model), f"{title}: first convolution's kernels (min-max scaled)", path)
+
+
+def feature_map_pngs(
+    model: keras.Model, choice: Choice, images: np.ndarray, max_maps: int, title: str, folder: Path
+) -> list[Path]:
+    """One grid per layer and chosen image."""
+    maps = feature_maps(model, choice.layers, images[choice.feature_map_images])
+    return [
+        plots.feature_map_grid(
+            maps[layer][k],
+            f"{title}: {layer} on test image {index}",
+            folder / f"feature_maps_{layer}_{index}.png",
+            max_maps=max_maps,
+        )
+        for layer in choice.layers
+        for k, index in enumerate(choice.feature_map_images)
+    ]
+
+
+def pattern_pngs(model: keras.Model, choice: Choice, views: Views, seed: int, title: str, folder: Path) -> tuple:
+    """(pictures, ascent rows): each layer's first filters' patterns, and their mean activation at every step."""
+    pictures, rows = [], []
+    for layer in choice.layers:
+        channels = split(model, layer)[0].output_shape[-1]
+        filters = list(range(min(views.filters, channels)))
+        found = filter_patterns(model, layer, filters, views.ascent_steps, views.ascent_step_size, seed)
+        log.info("%s: filter patterns of %s: mean activation %.3g -> %.3g", title, layer,
+                 found.activations[0].mean(), found.activations[-1].mean())  # fmt: skip
+        pictures.append(
+            plots.image_grid(
+                for_display(found.images),
+                [f"filter {f}" for f in filters],
+                f"{title}: what {layer}'s filters respond to (gradient ascent, {views.ascent_steps} steps)",
+                folder / f"filter_patterns_{layer}.png",
+                columns=min(8, len(filters)),
+            )
+        )
+        rows += [
+            {"series": f"{layer} #{f}", "layer": layer, "filter": f, "step": step, "activation": float(value)}
+            for step, per_filter in enumerate(found.activations)
+            for f, value in zip(filters, per_filter, strict=True)
+        ]
+    return pictures, rows
+
+
+def spread_over_classes(labels: np.ndarray, candidates: np.ndarray, count: int) -> np.ndarray:
+    """Up to `count` indices where `candidates` holds: the first of each class in turn, then the second, ...
+
+    Prepared splits may run class by class (the offline CIFAR-10 and cats vs dogs do): the first images alone
+    would show one class.
+    """
+    index = np.flatnonzero(candidates)
+    rank = np.zeros(len(index), dtype=np.int64)
+    for label in np.unique(labels[index]):
+        mine = labels[index] == label
+        rank[mine] = np.arange(mine.sum())
+    return index[np.lexsort((labels[index], rank))][:count]
+
+
+def grad_cam_pngs(
+    model: keras.Model,
+    layer: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    classes: list[str],
+    count: int,
+    title: str,
+    folder: Path,
+) -> list[Path]:
+    """Heatmaps of the predicted class for `count` correctly and `count` wrongly classified test images."""
+    predicted = classes_of(probabilities)
+    if probabilities.shape[-1] == 1:  # one sigmoid unit: the probability of class 1
+        confidence = np.where(predicted == 1, probabilities[:, 0], 1 - probabilities[:, 0])
+    else:
+        confidence = np.take_along_axis(probabilities, predicted[:, None], axis=1)[:, 0]
+    pictures = []
+    for kind, chosen in (("correct", predicted == labels), ("wrong", predicted != labels)):
+        index = spread_over_classes(labels, chosen, count)
+        if not len(index):
+            log.info("%s: no %s test image to explain", title, "misclassified" if kind == "wrong" else "correct")
+            continue
+        heat = upsample(grad_cam(model, layer, images[index], predicted[index]), images.shape[1:3])
+        captions = [f"{classes[labels[i]]} → {classes[predicted[i]]} ({confidence[i]:.0%})" for i in index]
+        what = "correctly" if kind == "correct" else "wrongly"
+        pictures.append(
+            plots.heatmap_grid(
+                images[index],
+                heat,
+                captions,
+                f"{title}: Grad-CAM of {layer}, {what} classified (true → predicted)",
+                folder / f"grad_cam_{kind}.png",
+            )
+        )
+    return pictures
+
+
+def augmentation_png(
+    options: Augmentation, images: np.ndarray, labels: list[str], draws: int, seed: int, title: str, path: Path
+) -> Path | None:
+    """Training images and `draws` random augmented versions of each (seed 004, program 6-7); None without
+    augmentation."""
+    augmenter = build_augmenter(options, seed)
+    if augmenter is None:
+        return None
+    rows = [images] + [
+        np.clip(keras.ops.convert_to_numpy(augmenter(images.astype("float32"), training=True)), 0, 255)
+        for _ in range(draws)
+    ]
+    captions = [label if r == 0 else f"draw {r}" for r in range(len(rows)) for label in labels]
+    return plots.image_grid(
+        np.concatenate(rows).astype(np.uint8),
+        captions,
+        f"{title}: training images (top row) and {draws} augmented draws of each",
+        path,
+        columns=len(images),
+    )
+
+
+def hand_filters_png(image: np.ndarray, title: str, path: Path) -> Path:
+    """Seed 000's Sobel filters and 2x2 max pooling, written out by hand, on one image (grey)."""
+    grey = image.astype(np.float32).mean(axis=-1)
+    return plots.image_panels(sobel_edges(grey), f"{title}: Sobel filters and max pooling by hand", path)

@@ -1,0 +1,116 @@
+"""The explain stage on a model trained on real Fashion-MNIST: every picture, the ascent curves and the MLflow run;
+bad layer names fail before any work and keep the earlier pictures; a dense model gets what applies to it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from cnnlab.cli import main as cnnlab_main
+from cnnlab.config import ParamsError, parse_params
+from cnnlab.explain import spread_over_classes
+from cnnlab.predict import load_model
+from cnnlab.stage import Paths
+from conftest import ROOT, load_stage, prepared_project
+
+AUGMENTED = {"horizontal_flip": True, "width_shift_range": 0.1}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, fashion: dict) -> tuple[Path, object]:
+    """F1 (three convolutions) with augmentation and the dense F0, one epoch each on 2,000 real images."""
+
+    def edit(raw: dict) -> None:
+        raw["experiments"]["F1"]["augmentation"] = AUGMENTED
+        for exp in ("F0", "F1"):
+            raw["experiments"][exp]["budgets"] = {"quick": {"epochs": 1}}
+        raw["explain"]["filters"] = 4
+
+    root = tmp_path_factory.mktemp("explain")
+    params = prepared_project(root, fashion, edit, train_size=2000, test_size=300)
+    for exp in ("F0", "F1"):
+        load_stage("train").main(params, Paths(root), exp)
+    return root, params
+
+
+def test_every_view_of_a_trained_convnet_is_drawn_and_logged(trained: tuple[Path, object]) -> None:
+    root, params = trained
+    load_stage("explain").main(params, Paths(root), "F1")
+    drawn = sorted(p.name for p in (root / "explain" / "F1").iterdir())
+    assert drawn == [
+        "augmentation.png", "feature_maps_conv2d_0.png", "feature_maps_conv2d_2_0.png",
+        "filter_patterns_conv2d.png", "filter_patterns_conv2d_2.png", "grad_cam_correct.png", "grad_cam_wrong.png",
+        "hand_filters.png", "kernels.png",
+    ]  # fmt: skip
+    assert all((root / "explain" / "F1" / name).read_bytes().startswith(b"\x89PNG") for name in drawn)
+    ascent = pd.read_csv(root / "plots" / "F1" / "filter_ascent.csv")
+    assert len(ascent) == 2 * 4 * 31 and set(ascent["layer"]) == {"conv2d", "conv2d_2"}
+    start, end = (ascent[ascent["step"] == s].set_index("series")["activation"] for s in (0, 30))
+    assert (end > start).all() and end.mean() > 2 * start.mean(), pd.DataFrame({"start": start, "end": end})
+    runs = mlflow.search_runs(experiment_names=["cnnlab"], filter_string="tags.stage = 'explain'")
+    run = runs.iloc[0]
+    assert run["tags.mlflow.runName"] == "explain@F1" and run["status"] == "FINISHED"
+    assert run["params.grad_cam_layer"] == "conv2d_2" and run["params.layers"] == "['conv2d', 'conv2d_2']"
+    logged = {Path(a.path).name for a in mlflow.MlflowClient().list_artifacts(run["run_id"], "explain")}
+    assert logged == set(drawn)
+
+
+def test_a_layer_the_model_lacks_fails_first_and_keeps_the_earlier_pictures(trained: tuple[Path, object]) -> None:
+    root, params = trained
+    explain = load_stage("explain")
+    explain.main(params, Paths(root), "F1")
+    before = {p.name: p.read_bytes() for p in (root / "explain" / "F1").iterdir()}
+    raw = params.model_dump()
+    raw["explain"]["models"] = {"F1": {"layers": ["conv2d", "block9"]}}
+    with pytest.raises(ParamsError, match=r"explain \(F1\).layers: .*no layer 'block9'; its convolutions: conv2d, "):
+        explain.main(parse_params(raw), Paths(root), "F1")
+    dense = next(
+        layer.name for layer in load_model(root / "models" / "F1.keras").layers if layer.name.startswith("dense")
+    )
+    raw["explain"]["models"] = {"F1": {"grad_cam_layer": dense}}
+    with pytest.raises(ParamsError, match=rf"'{dense}' outputs \(None, 64\), not feature maps"):
+        explain.main(parse_params(raw), Paths(root), "F1")
+    assert {p.name: p.read_bytes() for p in (root / "explain" / "F1").iterdir()} == before
+
+
+def test_a_dense_model_gets_the_hand_filters_and_an_empty_ascent_table(trained: tuple[Path, object]) -> None:
+    root, params = trained
+    load_stage("explain").main(params, Paths(root), "F0")
+    assert [p.name for p in (root / "explain" / "F0").iterdir()] == ["hand_filters.png"]
+    assert (root / "plots" / "F0" / "filter_ascent.csv").read_text() == "series,layer,filter,step,activation\n"
+
+
+def test_layers_lists_the_convolutions_and_grad_cam_s_default(
+    trained: tuple[Path, object], capsys: pytest.CaptureFixture
+) -> None:
+    root, _ = trained
+    assert cnnlab_main(["layers", str(root / "models" / "F1.keras")]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines() if line.rstrip().endswith("conv")] == [
+        "conv2d", "conv2d_1", "conv2d_2"
+    ]  # fmt: skip
+    assert out.splitlines()[-1] == "Grad-CAM's default layer: conv2d_2"
+
+
+def test_images_are_taken_one_class_after_another() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    assert spread_over_classes(labels, np.ones(8, bool), 5).tolist() == [0, 3, 5, 1, 4]
+    assert spread_over_classes(labels, labels != 1, 10).tolist() == [0, 5, 1, 6, 2, 7]
+
+
+def test_explain_settings_for_an_unknown_model_or_key_are_refused() -> None:
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["explain"]["models"] = {"F9": {"filters": 4}}
+    with pytest.raises(ParamsError, match=r"explain.models.F9: no model has that id; allowed: .*F1"):
+        parse_params(raw)
+    raw["explain"]["models"] = {"F1": {"filter": 4}}
+    with pytest.raises(
+        ParamsError, match=r"explain.models.F1.filter: Extra inputs are not permitted \(the keys: layers, "
+    ):
+        parse_params(raw)
