@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The README's pictures of "Seeing inside the network": the explain stages of F1, C2 and D5 on the quick budget
+# (each runs its model's chain first if that is not up to date), then one picture of each kind into docs/images/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck disable=SC1091
+source .venv/bin/activate
+dvc repro explain@F1 explain@C2 explain_finetuned@D5
+mkdir -p docs/images
+for picture in F1/hand_filters F1/feature_maps_conv2d_0 C2/kernels C2/filter_patterns_conv2d_3 C2/augmentation \
+               D5/grad_cam_correct D5/grad_cam_wrong; do
+  cp "explain/$picture.png" "docs/images/${picture%%/*}_${picture#*/}.png"
+done
+ls -l docs/images
