@@ -12,7 +12,7 @@ import pytest
 
 from cnnlab.cli import main as cnnlab_main
 from cnnlab.config import ParamsError, parse_params
-from cnnlab.explain import spread_over_classes
+from cnnlab.explain import augmented_draws, spread_over_classes
 from cnnlab.predict import load_model
 from cnnlab.stage import Paths
 from conftest import ROOT, load_stage, prepared_project
@@ -114,3 +114,17 @@ def test_explain_settings_for_an_unknown_model_or_key_are_refused() -> None:
         ParamsError, match=r"explain.models.F1.filter: Extra inputs are not permitted \(the keys: layers, "
     ):
         parse_params(raw)
+
+
+def test_augmented_draws_are_random_passes_of_the_model_s_own_augmentation(fashion: dict) -> None:
+    from cnnlab.config import Augmentation
+
+    images = fashion["train"][0][:12]
+    draws = augmented_draws(Augmentation(horizontal_flip=True), images, 3, seed=0)
+    assert draws is not None and draws.shape == (3, *images.shape) and draws.dtype == np.uint8
+    mirrored = images[:, :, ::-1]
+    flipped = np.array([[np.array_equal(d, m) for d, m in zip(draw, mirrored, strict=True)] for draw in draws])
+    kept = np.array([[np.array_equal(d, x) for d, x in zip(draw, images, strict=True)] for draw in draws])
+    assert np.all(flipped | kept) and 0 < flipped.mean() < 1  # each image flipped or not, at random
+    assert not np.array_equal(flipped[0], flipped[1]) or not np.array_equal(flipped[1], flipped[2])
+    assert augmented_draws(Augmentation(), images, 2, seed=0) is None

@@ -162,21 +162,27 @@ def grad_cam_pngs(
     return pictures
 
 
+def augmented_draws(options: Augmentation, images: np.ndarray, draws: int, seed: int) -> np.ndarray | None:
+    """(draws, images, rows, cols, channels) uint8: `draws` random passes of the training augmenter, or None
+    without augmentation."""
+    augmenter = build_augmenter(options, seed)
+    if augmenter is None:
+        return None
+    passes = [augmenter(images.astype("float32"), training=True) for _ in range(draws)]
+    return np.stack([np.clip(np.rint(keras.ops.convert_to_numpy(p)), 0, 255) for p in passes]).astype(np.uint8)
+
+
 def augmentation_png(
     options: Augmentation, images: np.ndarray, labels: list[str], draws: int, seed: int, title: str, path: Path
 ) -> Path | None:
     """Training images and `draws` random augmented versions of each (seed 004, program 6-7); None without
     augmentation."""
-    augmenter = build_augmenter(options, seed)
-    if augmenter is None:
+    augmented = augmented_draws(options, images, draws, seed)
+    if augmented is None:
         return None
-    rows = [images] + [
-        np.clip(keras.ops.convert_to_numpy(augmenter(images.astype("float32"), training=True)), 0, 255)
-        for _ in range(draws)
-    ]
-    captions = [label if r == 0 else f"draw {r}" for r in range(len(rows)) for label in labels]
+    captions = [label if r == 0 else f"draw {r}" for r in range(draws + 1) for label in labels]
     return plots.image_grid(
-        np.concatenate(rows).astype(np.uint8),
+        np.concatenate([images[None], augmented]).reshape(-1, *images.shape[1:]),
         captions,
         f"{title}: training images (top row) and {draws} augmented draws of each",
         path,
