@@ -86,24 +86,37 @@ def input_gradient(score: Callable[[Any], Any], x: np.ndarray) -> np.ndarray:
     Grad-CAM and filter patterns need gradients with respect to a tensor that is not a weight; each backend
     takes them its own way. Samples are independent at inference, so the sum gives each sample its own gradient.
     """
+    return gradient_function(score, compiled=False)(x)
+
+
+def gradient_function(score: Callable[[Any], Any], compiled: bool = True) -> Callable[[np.ndarray], np.ndarray]:
+    """x -> d sum(score(x)) / dx, to call many times (gradient ascent). `compiled`: traced once under JAX
+    (jax.jit) and TensorFlow (tf.function), as eager op-by-op gradients of a large network are slow."""
     backend = name()
-    x = np.asarray(x, dtype=np.float32)
     if backend == "tensorflow":
         import tensorflow as tf
 
-        tensor = tf.convert_to_tensor(x)
-        with tf.GradientTape() as tape:
-            tape.watch(tensor)
-            total = tf.reduce_sum(score(tensor))
-        return tape.gradient(total, tensor).numpy()
+        def tf_gradient(tensor: Any) -> Any:
+            with tf.GradientTape() as tape:
+                tape.watch(tensor)
+                total = tf.reduce_sum(score(tensor))
+            return tape.gradient(total, tensor)
+
+        run = tf.function(tf_gradient, reduce_retracing=True) if compiled else tf_gradient
+        return lambda x: run(tf.convert_to_tensor(np.asarray(x, dtype=np.float32))).numpy()
     if backend == "jax":
         import jax
 
-        return np.asarray(jax.grad(lambda v: score(v).sum())(jax.numpy.asarray(x)))
+        grad = jax.grad(lambda v: score(v).sum())
+        run = jax.jit(grad) if compiled else grad
+        return lambda x: np.asarray(run(jax.numpy.asarray(np.asarray(x, dtype=np.float32))))
     if backend == "torch":
         import torch
 
-        tensor = torch.tensor(x, requires_grad=True)
-        score(tensor).sum().backward()
-        return tensor.grad.detach().cpu().numpy()
+        def torch_gradient(x: np.ndarray) -> np.ndarray:
+            tensor = torch.tensor(np.asarray(x, dtype=np.float32), requires_grad=True)
+            score(tensor).sum().backward()
+            return tensor.grad.detach().cpu().numpy()
+
+        return torch_gradient
     raise NotImplementedError(f"input gradients under the {backend} backend")

@@ -46,10 +46,11 @@ def filter_patterns(
 
     rng = np.random.default_rng(seed)
     x = (128.0 + 20.0 * rng.standard_normal((len(filters), *before.input_shape[1:]))).astype(np.float32)
+    gradient = backend.gradient_function(mean_activation)
     trace = []
     for _ in range(steps):
         trace.append(keras.ops.convert_to_numpy(mean_activation(x)))
-        grad = backend.input_gradient(mean_activation, x)
+        grad = gradient(x)
         rms = np.sqrt((grad**2).mean(axis=tuple(range(1, grad.ndim)), keepdims=True)) + 1e-5
         x = np.clip(x + step_size * grad / rms, 0.0, 255.0)
     trace.append(keras.ops.convert_to_numpy(mean_activation(x)))
