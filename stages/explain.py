@@ -14,19 +14,12 @@ import numpy as np
 import pandas as pd
 
 from cnnlab import explain, stage
-from cnnlab.config import Augmentation, Params
+from cnnlab.config import Params
 from cnnlab.files import staged_outputs, write_text
 from cnnlab.predict import load_model
 from cnnlab.prepare import load_split, read_meta
 
 log = logging.getLogger("cnnlab.explain")
-
-
-def augmentation_of(params: Params, model_id: str) -> Augmentation | None:
-    """The augmentation the model trained with; a search's is one of its hyperparameters (not previewed)."""
-    if model_id in params.finetune.recipes:
-        return params.transfer(model_id).augmentation
-    return None if model_id in params.tune else params.recipe(model_id).augmentation
 
 
 def main(params: Params, paths: stage.Paths, model_id: str) -> None:
@@ -69,7 +62,7 @@ def main(params: Params, paths: stage.Paths, model_id: str) -> None:
         pictures += patterns
         x_train, y_train = load_split(prepared / "train.npz")
         pictures.append(explain.hand_filters_png(x_train[0], model_id, folder / "hand_filters.png"))
-        options = augmentation_of(params, model_id)
+        options = params.augmentation_of(model_id)
         if options is not None:
             shown = explain.spread_over_classes(y_train, np.ones(len(y_train), bool), views.augmentation_images)
             preview = explain.augmentation_png(

@@ -12,10 +12,12 @@ import pytest
 
 from cnnlab.cli import main as cnnlab_main
 from cnnlab.config import ParamsError, parse_params
-from cnnlab.explain import augmented_draws, spread_over_classes
+from cnnlab.explain import augmented_draws, choose, predictions, spread_over_classes
+from cnnlab.layer_views import feature_maps
 from cnnlab.predict import load_model
 from cnnlab.stage import Paths
 from conftest import ROOT, load_stage, prepared_project
+from test_model_cut import residual_model, transfer_like
 
 AUGMENTED = {"horizontal_flip": True, "width_shift_range": 0.1}
 
@@ -66,7 +68,9 @@ def test_a_layer_the_model_lacks_fails_first_and_keeps_the_earlier_pictures(trai
     before = {p.name: p.read_bytes() for p in (root / "explain" / "F1").iterdir()}
     raw = params.model_dump()
     raw["explain"]["models"] = {"F1": {"layers": ["conv2d", "block9"]}}
-    with pytest.raises(ParamsError, match=r"explain \(F1\).layers: .*no layer 'block9'; its convolutions: conv2d, "):
+    with pytest.raises(
+        ParamsError, match=r"explain \(F1\): model 'F1' has no layer 'block9'; its convolutions: conv2d, "
+    ):
         explain.main(parse_params(raw), Paths(root), "F1")
     dense = next(
         layer.name for layer in load_model(root / "models" / "F1.keras").layers if layer.name.startswith("dense")
@@ -75,6 +79,15 @@ def test_a_layer_the_model_lacks_fails_first_and_keeps_the_earlier_pictures(trai
     with pytest.raises(ParamsError, match=rf"'{dense}' outputs \(None, 64\), not feature maps"):
         explain.main(parse_params(raw), Paths(root), "F1")
     assert {p.name: p.read_bytes() for p in (root / "explain" / "F1").iterdir()} == before
+    runs = mlflow.search_runs(experiment_names=["cnnlab"], filter_string="tags.stage = 'explain'")
+    assert len(runs) == 1  # the failures stopped before their MLflow runs started
+
+
+def test_each_image_s_predicted_class_and_its_probability() -> None:
+    predicted, confidence = predictions(np.array([[0.9], [0.2], [0.5]]))  # one sigmoid unit: P(class 1)
+    assert predicted.tolist() == [1, 0, 0] and np.allclose(confidence, [0.9, 0.8, 0.5])
+    predicted, confidence = predictions(np.array([[0.1, 0.7, 0.2], [0.6, 0.3, 0.1]]))
+    assert predicted.tolist() == [1, 0] and np.allclose(confidence, [0.7, 0.6])
 
 
 def test_a_dense_model_gets_the_hand_filters_and_an_empty_ascent_table(trained: tuple[Path, object]) -> None:
@@ -128,3 +141,13 @@ def test_augmented_draws_are_random_passes_of_the_model_s_own_augmentation(fashi
     assert np.all(flipped | kept) and 0 < flipped.mean() < 1  # each image flipped or not, at random
     assert not np.array_equal(flipped[0], flipped[1]) or not np.array_equal(flipped[1], flipped[2])
     assert augmented_draws(Augmentation(), images, 2, seed=0) is None
+
+
+def test_default_views_of_a_residual_backbone_need_no_settings() -> None:
+    from cnnlab.config import Views
+
+    model = transfer_like(residual_model(32))
+    choice = choose(model, Views(), test_images=10, model_id="RES")
+    assert choice.layers == ["stem", "block_conv"] and choice.grad_cam_layer == "block_out"
+    maps = feature_maps(model, choice.layers, np.zeros((1, 24, 24, 3), np.uint8))  # inside the block: no `after`
+    assert maps["block_conv"].shape == (1, 32, 32, 4)

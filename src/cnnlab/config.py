@@ -751,6 +751,14 @@ class Params(Strict):
             return self.finetune.recipes[target].dataset
         return self.recipe(target).dataset
 
+    def augmentation_of(self, target: str) -> Augmentation | None:
+        """The augmentation a model trained with; a search's is one of its hyperparameters (None here)."""
+        if target in self.tune:
+            return None
+        return (
+            self.transfer(target).augmentation if target in self.finetune.recipes else self.recipe(target).augmentation
+        )
+
     def loss_of(self, target: str, num_classes: int) -> str:
         if target in self.tune:  # the searched CNN's head follows the number of classes
             return default_loss(num_classes)

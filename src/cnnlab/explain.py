@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -15,10 +16,10 @@ from cnnlab.augment import build_augmenter
 from cnnlab.config import Augmentation, ParamsError, Views
 from cnnlab.evaluation import classes_of
 from cnnlab.filter_patterns import filter_patterns, for_display
-from cnnlab.grad_cam import grad_cam, upsample
+from cnnlab.grad_cam import check_output, grad_cam, upsample
 from cnnlab.hand_filters import sobel_edges
 from cnnlab.layer_views import feature_maps, first_conv_kernels
-from cnnlab.model_cut import conv_layer_names, last_map_layer, split
+from cnnlab.model_cut import conv_layer_names, last_map_layer, split, up_to
 
 log = logging.getLogger("cnnlab.explain")
 
@@ -42,25 +43,29 @@ def choose(model: keras.Model, views: Views, test_images: int, model_id: str) ->
     """
     convs = conv_layer_names(model)
     layers = views.layers or list(dict.fromkeys(convs[:1] + convs[-1:]))
-    cam_layer = views.grad_cam_layer or (last_map_layer(model) if convs else None)
-    for name, key in [*((layer, "layers") for layer in layers), (cam_layer, "grad_cam_layer")]:
-        if name is None:
-            continue
-        try:
-            shape = split(model, name)[0].output_shape
-        except ValueError as error:
-            raise ParamsError(f"explain ({model_id}).{key}: {error}") from None
-        if len(shape) != 4:
-            raise ParamsError(
-                f"explain ({model_id}).{key}: {name!r} outputs {shape}, not feature maps (rows, columns, channels);"
-                f" choose a convolution: {', '.join(convs) or 'the model has none'}"
-            )
+    try:
+        cam_layer = views.grad_cam_layer or (last_map_layer(model) if convs else None)
+        for name in layers:
+            _check_maps(up_to(model, name), name, convs)
+        if cam_layer is not None:
+            check_output(model)
+            _check_maps(split(model, cam_layer)[0], cam_layer, convs)
+    except ValueError as error:
+        raise ParamsError(f"explain ({model_id}): {error}") from None
     too_far = [i for i in views.feature_map_images if i >= test_images]
     if too_far:
         raise ParamsError(
             f"explain ({model_id}).feature_map_images: {too_far} past the last of the {test_images} test images"
         )
     return Choice(layers, cam_layer, list(views.feature_map_images))
+
+
+def _check_maps(cut: keras.Model, name: str, convs: list[str]) -> None:
+    if len(cut.output_shape) != 4:
+        raise ValueError(
+            f"{name!r} outputs {cut.output_shape}, not feature maps (rows, columns, channels);"
+            f" choose a convolution: {', '.join(convs) or 'the model has none'}"
+        )
 
 
 def kernels_png(model: keras.Model, title: str, path: Path) -> Path:
@@ -84,11 +89,14 @@ def feature_map_pngs(
     ]
 
 
-def pattern_pngs(model: keras.Model, choice: Choice, views: Views, seed: int, title: str, folder: Path) -> tuple:
+def pattern_pngs(
+    model: keras.Model, choice: Choice, views: Views, seed: int, title: str, folder: Path
+) -> tuple[list[Path], list[dict[str, Any]]]:
     """(pictures, ascent rows): each layer's first filters' patterns, and their mean activation at every step."""
-    pictures, rows = [], []
+    pictures: list[Path] = []
+    rows: list[dict[str, Any]] = []
     for layer in choice.layers:
-        channels = split(model, layer)[0].output_shape[-1]
+        channels = up_to(model, layer).output_shape[-1]
         filters = list(range(min(views.filters, channels)))
         found = filter_patterns(model, layer, filters, views.ascent_steps, views.ascent_step_size, seed)
         log.info("%s: filter patterns of %s: mean activation %.3g -> %.3g", title, layer,
@@ -124,6 +132,14 @@ def spread_over_classes(labels: np.ndarray, candidates: np.ndarray, count: int) 
     return index[np.lexsort((labels[index], rank))][:count]
 
 
+def predictions(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class, its probability) per row of class probabilities (one sigmoid unit: class 1's)."""
+    predicted = classes_of(probabilities)
+    if probabilities.shape[-1] == 1:
+        return predicted, np.where(predicted == 1, probabilities[:, 0], 1 - probabilities[:, 0])
+    return predicted, np.take_along_axis(probabilities, predicted[:, None], axis=1)[:, 0]
+
+
 def grad_cam_pngs(
     model: keras.Model,
     layer: str,
@@ -136,11 +152,7 @@ def grad_cam_pngs(
     folder: Path,
 ) -> list[Path]:
     """Heatmaps of the predicted class for `count` correctly and `count` wrongly classified test images."""
-    predicted = classes_of(probabilities)
-    if probabilities.shape[-1] == 1:  # one sigmoid unit: the probability of class 1
-        confidence = np.where(predicted == 1, probabilities[:, 0], 1 - probabilities[:, 0])
-    else:
-        confidence = np.take_along_axis(probabilities, predicted[:, None], axis=1)[:, 0]
+    predicted, confidence = predictions(probabilities)
     pictures = []
     for kind, chosen in (("correct", predicted == labels), ("wrong", predicted != labels)):
         index = spread_over_classes(labels, chosen, count)
@@ -150,15 +162,9 @@ def grad_cam_pngs(
         heat = upsample(grad_cam(model, layer, images[index], predicted[index]), images.shape[1:3])
         captions = [f"{classes[labels[i]]} → {classes[predicted[i]]} ({confidence[i]:.0%})" for i in index]
         what = "correctly" if kind == "correct" else "wrongly"
-        pictures.append(
-            plots.heatmap_grid(
-                images[index],
-                heat,
-                captions,
-                f"{title}: Grad-CAM of {layer}, {what} classified (true → predicted)",
-                folder / f"grad_cam_{kind}.png",
-            )
-        )
+        title_text = f"{title}: Grad-CAM of {layer}, {what} classified (true → predicted)"
+        pictures.append(plots.image_grid(images[index], captions, title_text, folder / f"grad_cam_{kind}.png",
+                                         overlays=heat))  # fmt: skip
     return pictures
 
 

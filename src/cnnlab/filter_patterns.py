@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from cnnlab import backend
-from cnnlab.model_cut import split
+from cnnlab.model_cut import up_to
 
 
 @dataclass
@@ -34,7 +34,7 @@ def filter_patterns(
     Each step moves the image by `step_size` pixel levels along its gradient normalised to unit RMS (Chollet's
     normalisation), so the pace does not depend on the layer's scale.
     """
-    before, _ = split(model, layer_name)
+    before = up_to(model, layer_name)
     channels = before.output_shape[-1]
     bad = [f for f in filters if not 0 <= f < channels]
     if bad:

@@ -16,7 +16,7 @@ import numpy as np
 
 from cnnlab import backend
 from cnnlab.evaluation import predict_classes
-from cnnlab.model_cut import infer, output_layer, split
+from cnnlab.model_cut import final_layer, infer, split
 
 
 def class_scores(logits: Any, classes: np.ndarray) -> Any:
@@ -27,14 +27,26 @@ def class_scores(logits: Any, classes: np.ndarray) -> Any:
     return keras.ops.take_along_axis(logits, keras.ops.convert_to_tensor(classes[:, None]), axis=1)[:, 0]
 
 
+SQUASHING = (keras.activations.softmax, keras.activations.sigmoid)
+
+
+def check_output(model: keras.Model) -> None:
+    """Grad-CAM explains class logits: the model must end in a softmax, a sigmoid, or logits already."""
+    layer = final_layer(model)
+    if getattr(layer, "activation", None) not in (*SQUASHING, keras.activations.linear):
+        raise ValueError(
+            f"Grad-CAM needs the last layer to output class scores through a softmax, a sigmoid or nothing;"
+            f" {layer.name} ({type(layer).__name__}) does not"
+        )
+
+
 @contextlib.contextmanager
 def _logits(model: keras.Model) -> Iterator[None]:
     """The model outputs logits while inside: a confident probability's gradient vanishes, and Grad-CAM explains
     the class score, not the probability."""
-    layer = output_layer(model)
-    activation = getattr(layer, "activation", None)
-    if activation not in (keras.activations.softmax, keras.activations.sigmoid):
-        raise ValueError(f"Grad-CAM expects the last layer to end in a softmax or sigmoid; {layer.name} does not")
+    check_output(model)
+    layer = final_layer(model)
+    activation = layer.activation
     layer.activation = keras.activations.linear
     try:
         yield

@@ -8,21 +8,22 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from cnnlab.model_cut import conv_layer_names, infer, split, walk
+from cnnlab.model_cut import conv_layers, infer, up_to
 
 
 def first_conv_kernels(model: keras.Model) -> np.ndarray:
     """The first convolution's kernels (rows, cols, input channels, filters) scaled to [0, 1] by their overall
     minimum and maximum, as seed 004 (program 6-6) draws them."""
-    names = conv_layer_names(model)
-    if not names:
+    convs = conv_layers(model)
+    if not convs:
         raise ValueError(f"model {model.name!r} has no convolution: there are no kernels to show")
-    first = next(layer for _, layer in walk(model) if layer.name == names[0])
-    kernel = np.asarray(keras.ops.convert_to_numpy(first.kernel), dtype=np.float32)
+    first = convs[0]  # a separable convolution's spatial kernels are its depthwise ones
+    kernel = keras.ops.convert_to_numpy(first.depthwise_kernel if hasattr(first, "depthwise_kernel") else first.kernel)
+    kernel = np.asarray(kernel, dtype=np.float32)
     low, high = kernel.min(), kernel.max()
     return (kernel - low) / (high - low) if high > low else np.zeros_like(kernel)
 
 
 def feature_maps(model: keras.Model, layer_names: Sequence[str], images: np.ndarray) -> dict[str, np.ndarray]:
     """Each named layer's output for `images` (raw pixels, as the model takes them); a backbone's layers too."""
-    return {name: infer(split(model, name)[0], images) for name in layer_names}
+    return {name: infer(up_to(model, name), images) for name in layer_names}

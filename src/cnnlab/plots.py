@@ -43,15 +43,25 @@ def confusion_matrix_png(confusion: np.ndarray, classes: list[str], title: str, 
     return _save(fig, path)
 
 
-def image_grid(images: np.ndarray, captions: list[str], title: str, path: Path, columns: int = 6) -> Path:
-    """Images in a grid with a caption under each (e.g. 'true → predicted')."""
+def image_grid(
+    images: np.ndarray,
+    captions: list[str],
+    title: str,
+    path: Path,
+    columns: int = 6,
+    overlays: np.ndarray | None = None,
+) -> Path:
+    """Images in a grid with a caption under each (e.g. 'true → predicted'); `overlays`: a heatmap in [0, 1] per
+    image (its rows and columns), laid over it in colour (Grad-CAM)."""
     count = max(1, len(images))
     rows = -(-count // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.8, rows * 2.0), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, caption in zip(axes.flat, images, captions, strict=False):
+    for k, (ax, image, caption) in enumerate(zip(axes.flat, images, captions, strict=False)):
         ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None)
+        if overlays is not None:
+            ax.imshow(overlays[k], cmap="jet", alpha=0.4, vmin=0.0, vmax=1.0)
         ax.set_title(caption, fontsize=7)
     fig.suptitle(title)
     return _save(fig, path)
@@ -163,22 +173,5 @@ def feature_map_grid(maps: np.ndarray, title: str, path: Path, max_maps: int = 3
     for k, ax in zip(range(count), axes.flat, strict=False):
         ax.imshow(maps[:, :, k], cmap="viridis")
         ax.set_title(str(k), fontsize=6)
-    fig.suptitle(title)
-    return _save(fig, path)
-
-
-def heatmap_grid(
-    images: np.ndarray, heatmaps: np.ndarray, captions: list[str], title: str, path: Path, columns: int = 6
-) -> Path:
-    """Each image with its Grad-CAM heatmap (same rows and columns, in [0, 1]) laid over it in colour."""
-    count = max(1, len(images))
-    rows = -(-count // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.9, rows * 2.1), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, heat, caption in zip(axes.flat, images, heatmaps, captions, strict=False):
-        ax.imshow(image.squeeze().astype(np.uint8), cmap="gray" if image.shape[-1] == 1 else None)
-        ax.imshow(heat, cmap="jet", alpha=0.4, vmin=0.0, vmax=1.0)
-        ax.set_title(caption, fontsize=7)
     fig.suptitle(title)
     return _save(fig, path)
