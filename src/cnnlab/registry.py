@@ -1,0 +1,56 @@
+"""MLflow Model Registry: every evaluated model is a version of `cnnlab-<id>`; the alias `champion` moves to it only
+when it beats the current champion on the same test set by `margin` (issue 8)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+CHAMPION = "champion"
+
+
+def model_name(model_id: str) -> str:
+    return f"cnnlab-{model_id}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    promoted: bool
+    challenger: float  # the new model's test accuracy
+    champion: float | None  # the current champion's, on the same test set; None when there is none
+    margin: float
+
+    @property
+    def reason(self) -> str:
+        if self.champion is None:
+            return "no champion yet"
+        verb = "beats" if self.promoted else "does not beat"
+        return f"{self.challenger:.4f} {verb} the champion's {self.champion:.4f} by the margin {self.margin:g}"
+
+
+def decide(challenger: float, champion: float | None, margin: float) -> Decision:
+    """Promote when there is no champion, or when the challenger is better by more than `margin`."""
+    promoted = champion is None or challenger > champion + margin
+    return Decision(promoted, challenger, champion, margin)
+
+
+def champion_version(client: mlflow.MlflowClient, name: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:  # no such model, or no version has the alias yet
+        return None
+
+
+def record(client: mlflow.MlflowClient, name: str, version: str, decision: Decision) -> None:
+    """Tag the version with both scores and the decision; move the alias when it won."""
+    tags = {"test_accuracy": f"{decision.challenger:.6f}", "promoted": str(decision.promoted).lower(),
+            "decision": decision.reason}  # fmt: skip
+    if decision.champion is not None:
+        tags["champion_test_accuracy"] = f"{decision.champion:.6f}"
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    if decision.promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
