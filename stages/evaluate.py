@@ -7,12 +7,15 @@ import cnnlab  # noqa: F401
 
 import logging
 
+import keras
 import mlflow
 import numpy as np
+from mlflow.models import infer_signature
 
 from cnnlab import stage
 from cnnlab.config import Params
-from cnnlab.evaluation import evaluate
+from cnnlab.evaluation import evaluate, predict_classes
+from cnnlab.registry import CHAMPION, champion_version, decide, model_name, record
 from cnnlab.files import staged_outputs, write_json, write_text
 from cnnlab.plots import confusion_matrix_png, image_grid
 from cnnlab.tracking import safe_metric_name
@@ -37,6 +40,29 @@ def per_class_metrics(per_class: dict[str, dict[str, float]], classes: list[str]
         for score, value in per_class[name].items()
         if score != "support"
     }
+
+
+def register(model: keras.Model, exp_id: str, x_test: np.ndarray, y_test: np.ndarray, accuracy: float,
+             margin: float) -> None:  # fmt: skip
+    """Log the evaluated model as a new version of cnnlab-<id>; it becomes champion only if it beats the current
+    champion, evaluated now on the same test set, by `margin`."""
+    client, name = mlflow.MlflowClient(), model_name(exp_id)
+    current = champion_version(client, name)
+    champion = None
+    if current is not None:
+        champion = float(
+            (predict_classes(mlflow.keras.load_model(f"models:/{name}@{CHAMPION}"), x_test) == y_test).mean()
+        )
+    sample = x_test[:4].astype(np.float32)
+    info = mlflow.keras.log_model(model, name="model", registered_model_name=name,
+                                  signature=infer_signature(sample, model.predict(sample, verbose=0)))  # fmt: skip
+    decision = decide(accuracy, champion, margin)
+    record(client, name, str(info.registered_model_version), decision)
+    mlflow.log_metrics(
+        {"promoted": float(decision.promoted), **({"champion_test_accuracy": champion} if champion is not None else {})}
+    )
+    mlflow.set_tag("promotion", decision.reason)
+    log.info("%s: version %s of %s: %s", exp_id, info.registered_model_version, name, decision.reason)
 
 
 def main(params: Params, paths: stage.Paths, exp_id: str) -> None:
@@ -79,6 +105,8 @@ def main(params: Params, paths: stage.Paths, exp_id: str) -> None:
         ]
         for path in outputs:
             mlflow.log_artifact(str(path))
+        if params.mlflow.log_model and params.mlflow.register:
+            register(model, exp_id, x_test, y_test, metrics["test_accuracy"], params.mlflow.promote_margin)
     log.info("%s: test accuracy %.4f, loss %.4f", exp_id, metrics["test_accuracy"], metrics["test_loss"])
 
 

@@ -151,6 +151,18 @@ def test_one_experiment_runs_alone_on_its_full_budget(repro) -> None:
     assert (f0_train["budget"], f0_train["epochs_run"], f0_train["train_samples"]) == ("full", 2, 2000)
     assert (project / "metrics" / "F1" / "evaluate.json").read_text() == f1_before
     assert "| **F0** |" in (project / "reports" / "reproduction.md").read_text()
+    # The full-budget F0 is version 2 of cnnlab-F0; the champion alias is where the decision put it.
+    client = mlflow.MlflowClient()
+    second = client.get_model_version("cnnlab-F0", "2")
+    f0_test = json.loads((project / "metrics" / "F0" / "evaluate.json").read_text())["test_accuracy"]
+    assert float(second.tags["test_accuracy"]) == pytest.approx(f0_test, abs=1e-6)
+    first_score = float(second.tags["champion_test_accuracy"])
+    champion = client.get_model_version_by_alias("cnnlab-F0", "champion")
+    assert str(champion.version) == ("2" if f0_test > first_score else "1")
+    assert second.tags["promoted"] == str(f0_test > first_score).lower()
+    assert latest.set_index("tags.mlflow.runName").loc["evaluate@F0", "metrics.promoted"] == float(
+        f0_test > first_score
+    )
 
 
 def test_searched_model_is_retrained_and_evaluated_through_dvc(repro) -> None:
