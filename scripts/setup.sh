@@ -4,13 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: Fashion-MNIST's official files, and Graphviz for plot_model's architecture diagrams.
-if { [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v dot >/dev/null; } && command -v apt-get >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; else sudo="none"; fi
+# Debian packages: Fashion-MNIST's official files, Graphviz for plot_model's architecture diagrams, PostgreSQL for
+# the team tracking server (`cnnlab server`) and Chromium for the test that looks at the MLflow UI.
+missing=()
+[ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)
+command -v dot >/dev/null || missing+=(graphviz)
+compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql)
+command -v chromium >/dev/null || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo -n"; else sudo="none"; fi
   if [ "$sudo" != none ]; then
-    echo "setup: installing Debian's dataset-fashion-mnist and graphviz"
-    { $sudo apt-get update -qq && $sudo apt-get install -y -qq dataset-fashion-mnist graphviz >/dev/null; } ||
-      echo "setup: apt-get could not install dataset-fashion-mnist and graphviz"
+    echo "setup: installing Debian's ${missing[*]}"
+    { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null; } ||
+      echo "setup: apt-get could not install ${missing[*]}"
   fi
 fi
 [ -d /usr/share/datasets/fashion-mnist ] ||

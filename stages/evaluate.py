@@ -61,7 +61,8 @@ def register(model: keras.Model, exp_id: str, x_test: np.ndarray, y_test: np.nda
     mlflow.log_metrics(
         {"promoted": float(decision.promoted), **({"champion_test_accuracy": champion} if champion is not None else {})}
     )
-    mlflow.set_tag("promotion", decision.reason)
+    mlflow.set_tags({"promotion": decision.reason, "registered_model": name,
+                     "registered_version": str(info.registered_model_version)})  # fmt: skip
     log.info("%s: version %s of %s: %s", exp_id, info.registered_model_version, name, decision.reason)
 
 
@@ -105,7 +106,7 @@ def main(params: Params, paths: stage.Paths, exp_id: str) -> None:
         ]
         for path in outputs:
             mlflow.log_artifact(str(path))
-        if params.mlflow.log_model and params.mlflow.register:
+        if params.mlflow.log_model and params.mlflow.register_model:
             register(model, exp_id, x_test, y_test, metrics["test_accuracy"], params.mlflow.promote_margin)
     log.info("%s: test accuracy %.4f, loss %.4f", exp_id, metrics["test_accuracy"], metrics["test_loss"])
 

@@ -1,5 +1,5 @@
 """The `cnnlab` command: check params, list what is built in, open the MLflow UI, predict, list a model's layers,
-report."""
+report, retrain as CI does."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cnnlab import retraining
 from cnnlab.config import ParamsError, load_params
 from cnnlab.datasets import DATASETS
 from cnnlab.files import write_text
@@ -15,6 +16,7 @@ from cnnlab.models import MODELS
 from cnnlab.predict import PredictInputError
 from cnnlab.report import build_rows, claims_chart, load_claims, markdown, search_section, study_section
 from cnnlab.tracking import ARTIFACTS_DIR, tracking_uri, use_experiment
+from cnnlab.tracking_server import ServerError
 
 
 def check(args: argparse.Namespace) -> int:
@@ -172,6 +174,29 @@ def tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def retrain(args: argparse.Namespace) -> int:
+    """What the retrain workflow runs: pull, repro, push, the diff against a base revision, the promotions."""
+    root = Path(args.params).resolve().parent
+    outcome = retraining.retrain(root, base=args.base, budget=args.budget, targets=args.targets,
+                                 remote_url=args.remote_url, pull=not args.no_pull, push=not args.no_push)  # fmt: skip
+    retraining.publish(retraining.summary(outcome), Path(args.summary) if args.summary else None)
+    if args.commit_to:
+        promoted = [f"{p.model} v{p.version}" for p in outcome.promotions if p.promoted]
+        message = f"retrain ({outcome.budget} budget): " + (", ".join(promoted) + " champion" if promoted else
+                                                             "no new champion")  # fmt: skip
+        committed = retraining.commit_results(root, args.commit_to, message)
+        print(f"committed the results on {args.commit_to}" if committed else "nothing to commit")
+    return 0
+
+
+def server(args: argparse.Namespace) -> int:
+    """A team tracking server: mlflow server over PostgreSQL, until interrupted."""
+    from cnnlab.tracking_server import serve
+
+    serve(Path(args.folder), args.host, args.port, args.pg_port, args.backend_store_uri)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cnnlab", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="path to params.yaml")
@@ -204,10 +229,33 @@ def main(argv: list[str] | None = None) -> int:
     report_parser.add_argument("--out", help="write the Markdown here (default: print it)")
     report_parser.add_argument("--chart", help="also save the bar chart of measured accuracy against the claims here")
     report_parser.set_defaults(run=report)
+    retrain_parser = commands.add_parser(
+        "retrain", help="CI retraining: dvc pull, repro, push, metrics/params diff, Model Registry promotions"
+    )
+    retrain_parser.add_argument("targets", nargs="*", help="stages to reproduce (default: the whole pipeline)")
+    retrain_parser.add_argument("--base", default="main", help="revision to diff metrics and params against")
+    retrain_parser.add_argument("--budget", choices=["quick", "full"], help="set params.yaml's budget first")
+    retrain_parser.add_argument("--remote-url", help="DVC remote to use (kept in .dvc/config.local)")
+    retrain_parser.add_argument("--no-pull", action="store_true", help="do not dvc pull first")
+    retrain_parser.add_argument("--no-push", action="store_true", help="do not dvc push the new outputs")
+    retrain_parser.add_argument("--summary", help="also write the Markdown summary to this file")
+    retrain_parser.add_argument("--commit-to", metavar="BRANCH", help="commit dvc.lock and metrics on this branch")
+    retrain_parser.set_defaults(run=retrain)
+    server_parser = commands.add_parser(
+        "server", help="a team MLflow tracking server: PostgreSQL backend store, proxied artifact root"
+    )
+    server_parser.add_argument("--folder", default="mlflow-server", help="its PostgreSQL cluster, artifacts, logs")
+    server_parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
+    server_parser.add_argument("--port", type=int, default=5000)
+    server_parser.add_argument("--pg-port", type=int, default=5433, help="port of the folder's PostgreSQL cluster")
+    server_parser.add_argument(
+        "--backend-store-uri", help="an existing database instead (postgresql+psycopg://user:password@host/db)"
+    )
+    server_parser.set_defaults(run=server)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ParamsError, PredictInputError) as exc:
+    except (ParamsError, PredictInputError, retraining.RetrainError, ServerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

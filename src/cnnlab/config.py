@@ -569,7 +569,7 @@ class Data(Strict):
 class Tracking(Strict):
     experiment_name: str = "cnnlab"
     log_model: bool = True
-    register: bool = True  # the evaluate stage registers the evaluated model as cnnlab-<id> (needs log_model)
+    register_model: bool = True  # the evaluate stage registers the evaluated model as cnnlab-<id> (needs log_model)
     promote_margin: float = Field(0.0, ge=0, lt=1)  # test accuracy by which a model must beat the champion
 
 

@@ -2,7 +2,8 @@
 
 - Tracking URI: `MLFLOW_TRACKING_URI` if set, else an absolute
   `sqlite:///<project root>/mlflow.db` (a relative one is lost inside `dvc exp`
-  copies); artifacts in `<project root>/mlartifacts`.
+  copies); artifacts in `<project root>/mlartifacts`, or where a tracking
+  server (`http://...`) keeps them.
 - One run per stage execution, named `<stage>@<target>` as DVC names the stage
   (`train@F1`, `preprocess@mnist`), tagged with the stage, the experiment id (or
   data set), git commit and dirty flag, data hash, backend, device and budget;
@@ -36,7 +37,9 @@ def use_experiment(name: str, root: Path) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = (root / ARTIFACTS_DIR).resolve().as_uri()
+    # A tracking server stores artifacts where it was told to (--artifacts-destination); a local store, here.
+    remote = mlflow.get_tracking_uri().startswith(("http://", "https://", "databricks"))
+    location = None if remote else (root / ARTIFACTS_DIR).resolve().as_uri()
     # Without this tag MLflow 3's UI opens the experiment on its GenAI view, not on the training runs.
     return mlflow.create_experiment(
         name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: "custom_model_development"}
