@@ -5,7 +5,6 @@ and one that makes it worse. Then what the diff, the remote, the registry, Postg
 from __future__ import annotations
 
 import contextlib
-import html
 import json
 import os
 import re
@@ -21,6 +20,7 @@ import mlflow
 import psycopg
 import pytest
 import yaml
+from playwright.sync_api import sync_playwright
 
 from cnnlab import retraining
 from cnnlab.tracking_server import cluster, mlflow_server
@@ -189,25 +189,24 @@ def test_budget_is_set_in_place_with_comments_kept(tmp_path: Path) -> None:
         retraining.set_budget(params, "quick")
 
 
-def chromium(*args: str) -> subprocess.CompletedProcess:
-    """Debian's chromium, headless (as root it needs --no-sandbox); the SPA gets 30 s of virtual time to render."""
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium driven by Playwright (no browser download); as root it needs --no-sandbox."""
     binary = shutil.which("chromium")
     if binary is None:
         pytest.fail("chromium is missing: run `apt-get install chromium` (scripts/setup.sh does)", pytrace=False)
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-             "--window-size=1500,1100", "--virtual-time-budget=30000"]  # fmt: skip
-    return subprocess.run([binary, *flags, *args], capture_output=True, text=True, timeout=180)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=binary, args=["--no-sandbox", "--disable-dev-shm-usage"])
+        yield launched
+        launched.close()
 
 
-def page_text(url: str, expected: str) -> str:
-    """The text of the page as the browser rendered it; tried again while `expected` is not there yet."""
-    text = ""
-    for _ in range(3):
-        dom = re.sub(r"<style.*?</style>|<script.*?</script>", " ", chromium("--dump-dom", url).stdout, flags=re.S)
-        text = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", dom)))
-        if expected in text:
-            break
-    return text
+def open_page(browser, url: str, shown: str):
+    """A page at `url` once the MLflow app has rendered `shown` (it loads its data after the page)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(url)
+    page.get_by_text(shown).first.wait_for(timeout=90_000)
+    return page
 
 
 def compare_url(url: str, experiment_id: str, runs: list) -> str:
@@ -215,7 +214,13 @@ def compare_url(url: str, experiment_id: str, runs: list) -> str:
     return f"{url}/#/compare-runs?runs={ids}&experiments={urllib.parse.quote(json.dumps([experiment_id]))}"
 
 
-def test_mlflow_ui_shows_experiment_runs_folds_and_champion(retrained, tmp_path: Path) -> None:
+def expand(page, run_name: str, child: str) -> None:
+    """Open a parent run's row in the runs table (its first button) until `child` shows."""
+    page.locator("[role=row]").filter(has_text=run_name).first.locator("button").first.click()
+    page.get_by_text(child, exact=True).first.wait_for(timeout=30_000)
+
+
+def test_mlflow_ui_shows_experiment_runs_folds_and_champion(retrained, browser, tmp_path: Path) -> None:
     url = retrained["url"]
     client = mlflow.MlflowClient(tracking_uri=url)
     experiment = client.get_experiment_by_name("cnnlab")
@@ -226,21 +231,38 @@ def test_mlflow_ui_shows_experiment_runs_folds_and_champion(retrained, tmp_path:
     assert len(folds) == 4  # 2 arms x 2 folds, each nested under its arm's run, nested under the stage run
     assert {parent[parent[r.info.run_id]] for r in folds} == {by_name["crossval@C3"].info.run_id}
 
-    listing = page_text(f"{url}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning",
-                        "evaluate@F0")  # fmt: skip
+    # The runs table: the experiment, the stage runs, the registered model; the folds under their arm's run.
+    page = open_page(browser, f"{url}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning",
+                     "crossval@C3")  # fmt: skip
+    listing = re.sub(r"\s+", " ", page.locator("body").inner_text())
     for shown in ["cnnlab", "train@F0", "evaluate@F0", "crossval@C3", "cnnlab-F0 v3"]:
         assert shown in listing, (shown, listing[:2000])
+    assert "C3/dropout/fold1" not in listing  # nested runs are folded under their parent
+    expand(page, "crossval@C3", "C3/dropout")
+    expand(page, "C3/dropout", "C3/dropout/fold1")
+    assert "C3/dropout/fold2" in page.locator("body").inner_text()
 
-    text = page_text(compare_url(url, experiment.experiment_id, folds), "Comparing 4 Runs")
-    assert "Comparing 4 Runs" in text and all(r.info.run_name in text for r in folds), text[:2000]
+    page = open_page(browser, compare_url(url, experiment.experiment_id, folds), "Comparing 4 Runs")
+    assert all(r.info.run_name in page.locator("body").inner_text() for r in folds)
 
-    model = page_text(f"{url}/#/models/cnnlab-F0", "@ champion")
-    assert re.search(r"Version 3 .*Version 2 [^@]*@ champion .*Version 1", model), model[:2000]
+    # The registered model: three versions, the alias on version 2 only.
+    page = open_page(browser, f"{url}/#/models/cnnlab-F0", "Version 3")
+    rows = {v: page.locator("[role=row], tr").filter(has_text=f"Version {v}").first.inner_text() for v in "123"}
+    assert [bool(re.search(r"@\s*champion", rows[v])) for v in "123"] == [False, True, False], rows
 
-    # The README's picture: the three evaluate@F0 runs (baseline, better, worse) side by side.
-    shot = tmp_path / "mlflow_compare.png"
+    # The README's picture: the three evaluate@F0 runs (baseline, better, worse) on test accuracy and promotion.
     evaluations = [r for r in runs if r.info.run_name == "evaluate@F0"]
-    chromium(f"--screenshot={shot}", "--window-size=1500,1260", compare_url(url, experiment.experiment_id, evaluations))
+    page = open_page(browser, compare_url(url, experiment.experiment_id, evaluations), "Comparing 3 Runs")
+    page.get_by_role("button", name="Close").click()  # the assistant's side panel
+    page.get_by_role("button", name="Clear All").click()
+    page.locator("[class*=select-selector]").nth(1).click()  # the plot's metrics
+    for metric in ["test_accuracy", "promoted"]:
+        page.keyboard.type(metric)
+        page.locator(f"[class*=select-item-option][title='{metric}']").click()
+    page.keyboard.press("Escape")
+    page.wait_for_timeout(1500)
+    shot = tmp_path / "mlflow_compare.png"
+    page.screenshot(path=shot)
     assert shot.stat().st_size > 30_000  # a rendered page, not a blank one
     if os.environ.get("CNNLAB_UI_SCREENSHOT"):  # scripts/readme_images.sh keeps it for the README
         shutil.copy(shot, os.environ["CNNLAB_UI_SCREENSHOT"])
