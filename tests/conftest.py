@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # CI checks the project out with ../shared beside it; tests read the real data from there.
 MIRROR = ROOT.parent / "shared" / "datasets"
 FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]  # commits in test repositories
 
 
 def require(path: Path, how: str) -> Path:
@@ -97,6 +99,12 @@ def private_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return uri
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def run(command: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
@@ -116,10 +124,9 @@ def copy_project(project: Path, edit: Callable[[dict], None]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CNNLAB_", "DVC_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env["PYTHONPATH"] = str(project / "src")
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     run(["git", "init", "-q"], project, env)
     run(["dvc", "init", "-q"], project, env)
     shutil.copytree(ROOT / ".dvc" / "plots", project / ".dvc" / "plots")  # the box plot template
-    run([*git, "add", "-A"], project, env)
-    run([*git, "commit", "-qm", "copy"], project, env)
+    run([*GIT, "add", "-A"], project, env)
+    run([*GIT, "commit", "-qm", "copy"], project, env)
     return env

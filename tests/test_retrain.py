@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,17 +23,10 @@ from playwright.sync_api import sync_playwright
 
 from cnnlab import retraining
 from cnnlab.tracking_server import cluster, mlflow_server
-from conftest import copy_project, run
+from conftest import GIT, copy_project, free_port, run
 
-GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 CNNLAB = [sys.executable, "-m", "cnnlab.cli"]
 BASELINE, BETTER, WORSE = 1000, 6000, 150  # F0's training images: the knob each change turns
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def tiny_project(params: dict) -> None:

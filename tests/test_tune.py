@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from cnnlab.search_space import augmentation, trial_recipe
 from cnnlab.stage import Paths
 from cnnlab.tune_run import main as tune_main
 from cnnlab.tuning import SearchHyperModel
-from conftest import ROOT, load_stage, prepared_project
+from conftest import ROOT, free_port, load_stage, prepared_project
 
 SMALL_SPACE = {
     "conv_blocks": [1, 2],
@@ -244,12 +243,6 @@ def test_interrupted_search_resumes_and_a_changed_space_starts_afresh(tmp_path, 
 
 
 # ---------------------------------------------------------------- distributed
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_chief_and_two_workers_share_one_search(tmp_path, fashion, private_mlflow) -> None:

@@ -181,10 +181,7 @@ def retrain(args: argparse.Namespace) -> int:
                                  remote_url=args.remote_url, pull=not args.no_pull, push=not args.no_push)  # fmt: skip
     retraining.publish(retraining.summary(outcome), Path(args.summary) if args.summary else None)
     if args.commit_to:
-        promoted = [f"{p.model} v{p.version}" for p in outcome.promotions if p.promoted]
-        message = f"retrain ({outcome.budget} budget): " + (", ".join(promoted) + " champion" if promoted else
-                                                             "no new champion")  # fmt: skip
-        committed = retraining.commit_results(root, args.commit_to, message)
+        committed = retraining.commit_results(root, args.commit_to, retraining.commit_message(outcome))
         print(f"committed the results on {args.commit_to}" if committed else "nothing to commit")
     return 0
 

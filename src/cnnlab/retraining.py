@@ -78,9 +78,11 @@ def use_remote(root: Path, remote_url: str | None) -> str:
     """The DVC remote to pull from and push to: `remote_url` (added to .dvc/config.local), else the default."""
     if remote_url:
         dvc(["remote", "add", "--local", "--force", "--default", REMOTE_NAME, remote_url], root, capture=True)
-    done = subprocess.run([sys.executable, "-m", "dvc", "remote", "default"], cwd=root, text=True, capture_output=True)
-    name = done.stdout.strip()
-    if done.returncode != 0 or not name:
+    try:
+        name = dvc(["remote", "default"], root, capture=True).strip()
+    except RetrainError:  # DVC exits 1 when no default is set
+        name = ""
+    if not name:
         raise RetrainError(
             "no default DVC remote: add one (`dvc remote add -d storage s3://bucket/cnnlab`), pass --remote-url, "
             "or set the DVC_REMOTE_URL secret for the workflow; --no-pull --no-push retrains without one"
@@ -163,6 +165,11 @@ def summary(outcome: Outcome) -> str:
         f"### Metrics\n\n{metrics}\n### Parameters\n\n{params}\n"
         f"### Model Registry\n\n{promotion_table(outcome.promotions)}\n{pushed}"
     )
+
+
+def commit_message(outcome: Outcome) -> str:
+    promoted = ", ".join(f"{p.model} v{p.version}" for p in outcome.promotions if p.promoted)
+    return f"retrain ({outcome.budget} budget): " + (f"{promoted} champion" if promoted else "no new champion")
 
 
 def commit_results(root: Path, branch: str, message: str) -> bool:
