@@ -50,7 +50,10 @@ def fetch_builtin(name: str, params: Params, paths: stage.Paths) -> Fetched:
 def main(params: Params, paths: stage.Paths, name: str) -> None:
     params.check_dataset(name)
     logged = params.data.model_dump(mode="json")
-    with stage.mlflow_run("download", name, params, paths, None, logged), staged_outputs(paths.root) as out:
+    with (
+        stage.mlflow_run("download", name, params, paths, None, logged, computes=False),
+        staged_outputs(paths.root) as out,
+    ):
         fetched = (fetch_custom if name in params.data.custom else fetch_builtin)(name, params, paths)
         mlflow.set_tag("data_hash", combined_hash(fetched.files.values()))
         mlflow.set_tag("source", f"{fetched.source}: {fetched.location}")

@@ -31,7 +31,7 @@ def raw_record(paths: stage.Paths, name: str) -> dict:
 def main(params: Params, paths: stage.Paths, name: str) -> None:
     params.check_dataset(name)
     out_dir = paths.prepared(name)
-    with stage.mlflow_run("preprocess", name, params, paths, None, {"dataset": name}):
+    with stage.mlflow_run("preprocess", name, params, paths, None, {"dataset": name}, computes=False):
         with staged_outputs(paths.root) as out:
             source = raw_record(paths, name)
             log.info("reading %s (%s)", name, source["format"])

@@ -169,3 +169,23 @@ def test_a_stage_without_a_known_target_says_how_to_call_it(tmp_path: Path, args
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert re.search(expected, done.stderr), done.stderr
+
+
+def test_params_validation_does_not_load_keras() -> None:
+    # The data stages validate all params (model names and options, backbone names) and must not pay for Keras.
+    code = (
+        "import sys; import cnnlab.stage; from cnnlab.config import load_params; "
+        f"load_params({str(ROOT / 'params.yaml')!r}); "
+        "print(sorted(m for m in ('tensorflow', 'keras.src', 'jax', 'torch') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_backbone_names_read_without_keras_are_keras_applications() -> None:
+    import keras
+
+    from cnnlab.config import keras_applications
+
+    constructors = {n for n in dir(keras.applications) if n[0].isupper() and callable(getattr(keras.applications, n))}
+    assert set(keras_applications()) == constructors and {"MobileNet", "VGG16", "ResNet50"} <= constructors

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cnnlab import loaders
 from cnnlab.loaders import (
     DataFormatError,
     load_cifar_python,
@@ -158,3 +159,35 @@ def test_keras_mnist_npz(tmp_path: Path) -> None:
     splits = load_mnist_npz(tmp_path / "mnist.npz")
     assert splits["train"][0].shape == (5, 28, 28, 1) and splits["test"][1].tolist() == [0, 1, 2]
     np.testing.assert_array_equal(splits["train"][0][..., 0], arrays["x_train"])
+
+
+def test_decoding_on_several_processes_gives_what_one_gives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = tmp_path / "data.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name, data in image_tree().items():
+            zf.writestr(name, data)
+    monkeypatch.setattr(loaders, "DECODE_CHUNK", 2)  # several chunks even for a handful of images
+    alone = load_image_folder(archive, (8, 8), 3, resize=True, workers=1)
+    shared = load_image_folder(archive, (8, 8), 3, resize=True, workers=2)
+    check_tree_result(shared, resized=True)
+    assert shared.classes == alone.classes and shared.skipped == alone.skipped
+    for split, (x, y) in alone.splits.items():
+        np.testing.assert_array_equal(shared.splits[split][0], x)
+        np.testing.assert_array_equal(shared.splits[split][1], y)
+
+
+@pytest.mark.parametrize("kind", ["sparse", "noisy"])
+def test_saved_splits_load_back_exactly_compressed_or_not(tmp_path: Path, kind: str) -> None:
+    from cnnlab.prepare import compresses, load_split, save_split
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (50, 28, 28, 1), dtype=np.uint8)
+    if kind == "sparse":
+        x[:, 4:, :, :] = 0  # mostly background, as MNIST: worth compressing
+    assert compresses(x) == (kind == "sparse")
+    y = rng.integers(0, 10, 50)
+    digest = save_split(tmp_path / "train.npz", (x, y))
+    loaded = load_split(tmp_path / "train.npz")
+    np.testing.assert_array_equal(loaded[0], x)
+    np.testing.assert_array_equal(loaded[1], y)
+    assert save_split(tmp_path / "again.npz", (x, y)) == digest  # the same arrays, the same bytes

@@ -46,6 +46,23 @@ def device() -> str:
     return "cpu"
 
 
+def steps_per_execution(setting: int | str) -> int:
+    """A recipe's `steps_per_execution` as a number: "auto" is 16 on a GPU and 1 on a CPU (where grouping steps
+    gains nothing: docs/performance.md)."""
+    if setting != "auto":
+        return int(setting)
+    return 16 if device().startswith("gpu") else 1
+
+
+def compile_steps(model: keras.Model, steps: int) -> None:
+    """Run the compiled `model`'s groups of `steps` training steps as one program where the backend allows:
+    under JAX a scan of Keras' own train step (Keras loops over single-step programs in Python)."""
+    if name() == "jax":
+        from cnnlab.scan_steps import use_scanned_steps
+
+        use_scanned_steps(model, steps)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and the backend; make TensorFlow's kernels deterministic."""
     os.environ.setdefault("PYTHONHASHSEED", str(seed))

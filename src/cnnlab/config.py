@@ -6,6 +6,7 @@ allowed values, so a typo costs a second, not an hour of training.
 
 from __future__ import annotations
 
+import importlib.machinery
 import inspect
 import re
 from pathlib import Path
@@ -103,6 +104,7 @@ class BudgetOverride(Strict):
     epochs: PositiveInt | None = None
     train_samples: PositiveInt | None = None
     batch_size: PositiveInt | None = None
+    steps_per_execution: PositiveInt | Literal["auto"] | None = None
 
 
 def default_loss(num_classes: int) -> Loss:
@@ -125,6 +127,9 @@ class Experiment(WithBudgets):
     loss: Loss | None = None
     batch_size: PositiveInt = 32
     epochs: PositiveInt = 10
+    # Training steps per compiled call (Keras' compile argument; under JAX the steps run as one XLA program).
+    # "auto": 16 on a GPU, where launching a small model's step costs more than computing it; 1 on a CPU.
+    steps_per_execution: PositiveInt | Literal["auto"] = "auto"
     callbacks: Callbacks = Callbacks()
     augmentation: Augmentation = Augmentation()
     budgets: dict[Budget, BudgetOverride] = {}
@@ -452,6 +457,21 @@ class LastLayers(Strict):
 Trainable = Literal["none", "all"] | FromLayer | LastLayers
 
 
+def keras_applications() -> list[str]:
+    """The network constructors of `keras.applications`, sorted.
+
+    Read from Keras' generated API file where it exists: importing Keras takes seconds, and the data stages
+    validate params without needing Keras (a test checks the two agree).
+    """
+    spec = importlib.machinery.PathFinder.find_spec("keras")  # not sys.modules': its lazy Keras would load
+    api = Path(spec.origin).parent / "applications" / "__init__.py" if spec and spec.origin else None
+    if api is not None and api.is_file():
+        return sorted(set(re.findall(r"\b([A-Z]\w*) as \1\b", api.read_text())))
+    import keras
+
+    return sorted(n for n in dir(keras.applications) if n[0].isupper() and callable(getattr(keras.applications, n)))
+
+
 class Backbone(Strict):
     """A `keras.applications` network without its classifier, and the weights it starts from."""
 
@@ -466,10 +486,8 @@ class Backbone(Strict):
     @field_validator("name")
     @classmethod
     def _known_backbone(cls, value: str) -> str:
-        import keras
-
-        if not callable(getattr(keras.applications, value, None)) or value[0].islower():
-            known = sorted(n for n in dir(keras.applications) if n[0].isupper())
+        known = keras_applications()
+        if value not in known:
             raise ValueError(f"unknown backbone {value!r}; allowed (keras.applications): {', '.join(known)}")
         return value
 

@@ -6,13 +6,17 @@ Every reader returns uint8 images shaped (n, height, width, channels) and int64 
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import logging
+import multiprocessing
+import os
 import pickle
 import tarfile
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +28,7 @@ log = logging.getLogger(__name__)
 Arrays = tuple[np.ndarray, np.ndarray]
 SPLIT_NAMES = {"train": "train", "validation": "val", "val": "val", "test": "test"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+DECODE_CHUNK = 2_000  # images per task of the decoding processes
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -95,8 +100,8 @@ class ImageFolderResult:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
 
-def _entries(source: Path) -> Iterator[tuple[str, tuple[str, str], bytes]]:
-    """(name, (split, class), bytes) for every image file below `source` (a zip or a folder)."""
+def _listing(source: Path) -> list[tuple[str, str, str]]:
+    """(name, split, class) of every image file below `source` (a zip or a folder), sorted by name."""
 
     def locate(parts: tuple[str, ...]) -> tuple[str, str] | None:
         # <anything>/<split>/<class>/<file>: the split is the third part from the end
@@ -106,17 +111,22 @@ def _entries(source: Path) -> Iterator[tuple[str, tuple[str, str], bytes]]:
 
     if source.is_file() and zipfile.is_zipfile(source):
         with zipfile.ZipFile(source) as archive:
-            for info in sorted(archive.infolist(), key=lambda i: i.filename):
-                where = None if info.is_dir() else locate(tuple(Path(info.filename).parts))
-                if where:
-                    yield info.filename, where, archive.read(info)
+            names = sorted(info.filename for info in archive.infolist() if not info.is_dir())
     elif source.is_dir():
-        for path in sorted(p for p in source.rglob("*") if p.is_file()):
-            where = locate(path.relative_to(source).parts)
-            if where:
-                yield str(path.relative_to(source)), where, path.read_bytes()
+        names = [str(p.relative_to(source)) for p in sorted(source.rglob("*")) if p.is_file()]
     else:
         raise DataFormatError(f"{source}: neither a folder nor a zip of <split>/<class>/<image> files")
+    found = ((name, locate(Path(name).parts)) for name in names)
+    return [(name, *where) for name, where in found if where]
+
+
+def _read(source: Path, names: list[str]) -> Iterator[bytes]:
+    """The bytes of the files `names` (from `_listing`) of a zip or a folder, in order."""
+    if source.is_dir():
+        yield from ((source / name).read_bytes() for name in names)
+        return
+    with zipfile.ZipFile(source) as archive:
+        yield from (archive.read(name) for name in names)
 
 
 def _decode(data: bytes, size: tuple[int, int], channels: int, resize: bool) -> np.ndarray | str:
@@ -134,31 +144,58 @@ def _decode(data: bytes, size: tuple[int, int], channels: int, resize: bool) -> 
                     return f"is {img.size[0]}x{img.size[1]}, expected {size[1]}x{size[0]}"
                 img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             array = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:  # its message names a memory address: meta.json must not change run to run
+        return "unreadable (not an image format Pillow knows)"
+    except (OSError, SyntaxError, ValueError) as exc:
         return f"unreadable ({type(exc).__name__}: {exc})"
     return array if channels == 3 else array[..., None]
 
 
+def _decode_files(
+    source: Path, names: list[str], size: tuple[int, int], channels: int, resize: bool
+) -> list[np.ndarray | str]:
+    return [_decode(data, size, channels, resize) for data in _read(source, names)]
+
+
+def _decoded(
+    source: Path, names: list[str], size: tuple[int, int], channels: int, resize: bool, workers: int
+) -> Iterator[np.ndarray | str]:
+    """Each file of `names` decoded, in order: in chunks over `workers` processes where there is enough to share."""
+    chunks = [names[i : i + DECODE_CHUNK] for i in range(0, len(names), DECODE_CHUNK)]
+    workers = min(workers, len(chunks))
+    decode = functools.partial(_decode_files, source, size=size, channels=channels, resize=resize)
+    if workers <= 1:
+        results = map(decode, chunks)
+        yield from (image for chunk in results for image in chunk)
+        return
+    # fork: the workers need nothing but this module, and a data stage has no threads that fork could break
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        for done, chunk in enumerate(pool.map(decode, chunks), start=1):
+            if done % max(1, 10_000 // DECODE_CHUNK) == 0:
+                log.info("  %s: %d of %d images read", source.name, done * DECODE_CHUNK, len(names))
+            yield from chunk
+
+
 def load_image_folder(
-    source: Path, image_size: tuple[int, int], channels: int = 3, resize: bool = False
+    source: Path, image_size: tuple[int, int], channels: int = 3, resize: bool = False, workers: int | None = None
 ) -> ImageFolderResult:
-    """Load `<split>/<class>/<image>` from a folder or a zip.
+    """Load `<split>/<class>/<image>` from a folder or a zip, decoding on `workers` processes (default: every core).
 
     Unreadable images and images of the wrong shape are skipped, and each is
     listed with its reason (never a crash half way, never silently).
     """
+    source = Path(source)
+    listing = _listing(source)
     images: dict[str, list[np.ndarray]] = {}
     names: dict[str, list[str]] = {}
     skipped = []
-    for count, (name, (split, cls), data) in enumerate(_entries(Path(source)), start=1):
-        if count % 10_000 == 0:
-            log.info("  %s: %d images read", Path(source).name, count)
-        decoded = _decode(data, image_size, channels, resize)
-        if isinstance(decoded, str):
-            skipped.append({"file": name, "reason": decoded})
-            log.warning("skipped %s: %s", name, decoded)
+    decoded = _decoded(source, [n for n, _, _ in listing], image_size, channels, resize, workers or os.cpu_count() or 1)
+    for (name, split, cls), image in zip(listing, decoded, strict=True):
+        if isinstance(image, str):
+            skipped.append({"file": name, "reason": image})
+            log.warning("skipped %s: %s", name, image)
             continue
-        images.setdefault(split, []).append(decoded)
+        images.setdefault(split, []).append(image)
         names.setdefault(split, []).append(cls)
     if not images:
         raise DataFormatError(f"{source}: no readable images found under <split>/<class>/ (splits: train, val, test)")

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import keras
-from keras import layers
+from cnnlab.lazy import lazy_module
 
-Builder = Callable[..., keras.Model]
+# The builders need Keras only when they are called. Importing this module must stay cheap: params validation
+# reads the builders' names and options, and the data stages (no Keras) should not pay seconds of Keras import.
+keras = lazy_module("keras")
+
+Builder = Callable[..., "keras.Model"]
 MODELS: dict[str, Builder] = {}
 
 
@@ -24,21 +27,25 @@ def register(name: str) -> Callable[[Builder], Builder]:
     return add
 
 
-def output_layer(num_classes: int, regularizer: keras.regularizers.Regularizer | None = None) -> layers.Layer:
+def output_layer(num_classes: int, regularizer: keras.regularizers.Regularizer | None = None) -> keras.layers.Layer:
     # Binary problems use one sigmoid unit, multi-class a softmax (as the seeds teach).
     if num_classes == 2:
-        return layers.Dense(1, activation="sigmoid", kernel_regularizer=regularizer)
-    return layers.Dense(num_classes, activation="softmax", kernel_regularizer=regularizer)
+        return keras.layers.Dense(1, activation="sigmoid", kernel_regularizer=regularizer)
+    return keras.layers.Dense(num_classes, activation="softmax", kernel_regularizer=regularizer)
 
 
-def _sequential(name: str, input_shape: Sequence[int], body: list[layers.Layer]) -> keras.Model:
-    return keras.Sequential([keras.Input(shape=tuple(input_shape)), layers.Rescaling(1 / 255), *body], name=name)
+def _sequential(name: str, input_shape: Sequence[int], body: list[keras.layers.Layer]) -> keras.Model:
+    return keras.Sequential([keras.Input(shape=tuple(input_shape)), keras.layers.Rescaling(1 / 255), *body], name=name)
 
 
 @register("F0")
 def dense_baseline(input_shape: Sequence[int], num_classes: int, units: Sequence[int] = (128,)) -> keras.Model:
     """Flatten → Dense stack → softmax (the seeds' fully connected baseline)."""
-    body = [layers.Flatten(), *(layers.Dense(u, activation="relu") for u in units), output_layer(num_classes)]
+    body = [
+        keras.layers.Flatten(),
+        *(keras.layers.Dense(u, activation="relu") for u in units),
+        output_layer(num_classes),
+    ]
     return _sequential("F0", input_shape, body)
 
 
@@ -48,13 +55,13 @@ MODELS["M0"] = dense_baseline
 @register("F1")
 def fashion_cnn(input_shape: Sequence[int], num_classes: int) -> keras.Model:
     """Seed 000's fashion_mnist_cnn: three same-padded conv/pool blocks (16, 32, 64) and Dense(64)."""
-    body: list[layers.Layer] = []
+    body: list[keras.layers.Layer] = []
     for filters in (16, 32, 64):
         body += [
-            layers.Conv2D(filters, 3, padding="same", activation="relu"),
-            layers.MaxPooling2D(2, 2, padding="same"),
+            keras.layers.Conv2D(filters, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2, 2, padding="same"),
         ]
-    body += [layers.Flatten(), layers.Dense(64, activation="relu"), output_layer(num_classes)]
+    body += [keras.layers.Flatten(), keras.layers.Dense(64, activation="relu"), output_layer(num_classes)]
     return _sequential("F1", input_shape, body)
 
 
@@ -62,13 +69,13 @@ def fashion_cnn(input_shape: Sequence[int], num_classes: int) -> keras.Model:
 def hongong_cnn(input_shape: Sequence[int], num_classes: int, dropout: float = 0.4) -> keras.Model:
     """Seed 003: conv 32/64 (same) with pooling, Dense(100), Dropout(0.4)."""
     body = [
-        layers.Conv2D(32, 3, padding="same", activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.Conv2D(64, 3, padding="same", activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.Flatten(),
-        layers.Dense(100, activation="relu"),
-        layers.Dropout(dropout),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Flatten(),
+        keras.layers.Dense(100, activation="relu"),
+        keras.layers.Dropout(dropout),
         output_layer(num_classes),
     ]
     return _sequential("F2", input_shape, body)
@@ -78,13 +85,13 @@ def hongong_cnn(input_shape: Sequence[int], num_classes: int, dropout: float = 0
 def chollet_mnist(input_shape: Sequence[int], num_classes: int) -> keras.Model:
     """Chollet ch. 5.1: conv 32/64/64 (valid) with two poolings, Dense(64)."""
     body = [
-        layers.Conv2D(32, 3, activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.Conv2D(64, 3, activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.Conv2D(64, 3, activation="relu"),
-        layers.Flatten(),
-        layers.Dense(64, activation="relu"),
+        keras.layers.Conv2D(32, 3, activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(64, 3, activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(64, 3, activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(64, activation="relu"),
         output_layer(num_classes),
     ]
     return _sequential("M1", input_shape, body)
@@ -94,13 +101,13 @@ def chollet_mnist(input_shape: Sequence[int], num_classes: int) -> keras.Model:
 def keras_mnist_cnn(input_shape: Sequence[int], num_classes: int) -> keras.Model:
     """The keras.io mnist_cnn (seed 004 prog. 6-2); F3 runs it on Fashion-MNIST."""
     body = [
-        layers.Conv2D(32, 3, activation="relu"),
-        layers.Conv2D(64, 3, activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.Dropout(0.25),
-        layers.Flatten(),
-        layers.Dense(128, activation="relu"),
-        layers.Dropout(0.5),
+        keras.layers.Conv2D(32, 3, activation="relu"),
+        keras.layers.Conv2D(64, 3, activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Dropout(0.25),
+        keras.layers.Flatten(),
+        keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dropout(0.5),
         output_layer(num_classes),
     ]
     return _sequential("M2", input_shape, body)
@@ -110,13 +117,13 @@ def keras_mnist_cnn(input_shape: Sequence[int], num_classes: int) -> keras.Model
 def lenet5_book(input_shape: Sequence[int], num_classes: int) -> keras.Model:
     """'LeNet-5' as seed 004 codes it: same padding, ReLU, max pooling."""
     body = [
-        layers.Conv2D(6, 5, padding="same", activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.Conv2D(16, 5, padding="same", activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.Conv2D(120, 5, padding="same", activation="relu"),
-        layers.Flatten(),
-        layers.Dense(84, activation="relu"),
+        keras.layers.Conv2D(6, 5, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(16, 5, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(120, 5, padding="same", activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(84, activation="relu"),
         output_layer(num_classes),
     ]
     return _sequential("M3", input_shape, body)
@@ -125,16 +132,16 @@ def lenet5_book(input_shape: Sequence[int], num_classes: int) -> keras.Model:
 @register("M4")
 def lenet5_classic(input_shape: Sequence[int], num_classes: int) -> keras.Model:
     """Classic LeNet-5 on 32x32 input with valid padding (28x28 images are zero-padded to 32x32)."""
-    pad = [layers.ZeroPadding2D((32 - input_shape[0]) // 2)] if input_shape[0] < 32 else []
+    pad = [keras.layers.ZeroPadding2D((32 - input_shape[0]) // 2)] if input_shape[0] < 32 else []
     body = [
         *pad,
-        layers.Conv2D(6, 5, activation="tanh"),
-        layers.AveragePooling2D(2),
-        layers.Conv2D(16, 5, activation="tanh"),
-        layers.AveragePooling2D(2),
-        layers.Conv2D(120, 5, activation="tanh"),
-        layers.Flatten(),
-        layers.Dense(84, activation="tanh"),
+        keras.layers.Conv2D(6, 5, activation="tanh"),
+        keras.layers.AveragePooling2D(2),
+        keras.layers.Conv2D(16, 5, activation="tanh"),
+        keras.layers.AveragePooling2D(2),
+        keras.layers.Conv2D(120, 5, activation="tanh"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(84, activation="tanh"),
         output_layer(num_classes),
     ]
     return _sequential("M4", input_shape, body)
@@ -150,16 +157,20 @@ def cifar_cnn(
 ) -> keras.Model:
     """Seed 004 prog. 6-4a: two conv pairs (32, 64), Dense(512); dropout rates, output L2 and batch
     normalization (Conv → BatchNormalization → ReLU, C4's optional fourth factor) as options."""
-    body: list[layers.Layer] = []
+    body: list[keras.layers.Layer] = []
     for filters, rate in zip((32, 64), dropout[:2], strict=True):
         for _ in range(2):
             if batchnorm:
-                body += [layers.Conv2D(filters, 3), layers.BatchNormalization(), layers.Activation("relu")]
+                body += [
+                    keras.layers.Conv2D(filters, 3),
+                    keras.layers.BatchNormalization(),
+                    keras.layers.Activation("relu"),
+                ]
             else:
-                body += [layers.Conv2D(filters, 3, activation="relu")]
-        body += [layers.MaxPooling2D(2)] + ([layers.Dropout(rate)] if rate else [])
-    body += [layers.Flatten(), layers.Dense(512, activation="relu")]
-    body += [layers.Dropout(dropout[2])] if dropout[2] else []
+                body += [keras.layers.Conv2D(filters, 3, activation="relu")]
+        body += [keras.layers.MaxPooling2D(2)] + ([keras.layers.Dropout(rate)] if rate else [])
+    body += [keras.layers.Flatten(), keras.layers.Dense(512, activation="relu")]
+    body += [keras.layers.Dropout(dropout[2])] if dropout[2] else []
     regularizer = keras.regularizers.L2(output_l2) if output_l2 else None
     body += [output_layer(num_classes, regularizer)]
     return _sequential("C1", input_shape, body)
@@ -168,11 +179,11 @@ def cifar_cnn(
 @register("D1")
 def cats_dogs_cnn(input_shape: Sequence[int], num_classes: int, dropout: float = 0.0) -> keras.Model:
     """Chollet's small convnet for 150x150 cats vs dogs (D2 adds dropout before the dense layers)."""
-    body: list[layers.Layer] = []
+    body: list[keras.layers.Layer] = []
     for filters in (32, 64, 128, 128):
-        body += [layers.Conv2D(filters, 3, activation="relu"), layers.MaxPooling2D(2)]
-    body += [layers.Flatten()] + ([layers.Dropout(dropout)] if dropout else [])
-    body += [layers.Dense(512, activation="relu"), output_layer(num_classes)]
+        body += [keras.layers.Conv2D(filters, 3, activation="relu"), keras.layers.MaxPooling2D(2)]
+    body += [keras.layers.Flatten()] + ([keras.layers.Dropout(dropout)] if dropout else [])
+    body += [keras.layers.Dense(512, activation="relu"), output_layer(num_classes)]
     return _sequential("D1", input_shape, body)
 
 
@@ -208,20 +219,22 @@ def cifar_blocks(
     if variant not in C5_VARIANTS:
         raise ValueError(f"C5 variant {variant!r} unknown; allowed: {', '.join(C5_VARIANTS)}")
     regularizer = keras.regularizers.L2(l2) if variant == "l2" else None
-    body: list[layers.Layer] = [layers.Normalization(axis=-1, name="standardize")]
+    body: list[keras.layers.Layer] = [keras.layers.Normalization(axis=-1, name="standardize")]
     for width in filters:
         for _ in range(2):
             if variant == "batchnorm":
                 body += [
-                    layers.Conv2D(width, 3, padding="same"),
-                    layers.BatchNormalization(),
-                    layers.Activation("relu"),
+                    keras.layers.Conv2D(width, 3, padding="same"),
+                    keras.layers.BatchNormalization(),
+                    keras.layers.Activation("relu"),
                 ]
             else:
-                body += [layers.Conv2D(width, 3, padding="same", activation="relu", kernel_regularizer=regularizer)]
-        body += [layers.MaxPooling2D(2, 2, padding="same")]
-        body += [layers.Dropout(dropout)] if variant == "dropout" else []
-    body += [layers.Flatten(), layers.Dense(256, activation="relu"), output_layer(num_classes)]
+                body += [
+                    keras.layers.Conv2D(width, 3, padding="same", activation="relu", kernel_regularizer=regularizer)
+                ]
+        body += [keras.layers.MaxPooling2D(2, 2, padding="same")]
+        body += [keras.layers.Dropout(dropout)] if variant == "dropout" else []
+    body += [keras.layers.Flatten(), keras.layers.Dense(256, activation="relu"), output_layer(num_classes)]
     return keras.Sequential([keras.Input(shape=tuple(input_shape)), *body], name=f"C5_{variant}")
 
 
@@ -241,16 +254,20 @@ def searched_cnn(
     `convs_per_block` same-padded convolutions (Conv → BatchNormalization → ReLU with `batchnorm`),
     2x2 max pooling and dropout; then Dense(dense_units) with dropout. L2 on every kernel."""
     regularizer = keras.regularizers.L2(l2) if l2 else None
-    drop = [layers.Dropout(dropout)] if dropout else []
-    body: list[layers.Layer] = []
+    drop = [keras.layers.Dropout(dropout)] if dropout else []
+    body: list[keras.layers.Layer] = []
     for width in filters:
         for _ in range(convs_per_block):
-            body += [layers.Conv2D(width, kernel_size, padding="same", use_bias=not batchnorm,
+            body += [keras.layers.Conv2D(width, kernel_size, padding="same", use_bias=not batchnorm,
                                    kernel_regularizer=regularizer)]  # fmt: skip
-            body += [layers.BatchNormalization()] if batchnorm else []
-            body += [layers.Activation("relu")]
-        body += [layers.MaxPooling2D(2, padding="same"), *drop]
-    body += [layers.Flatten(), layers.Dense(dense_units, activation="relu", kernel_regularizer=regularizer), *drop]
+            body += [keras.layers.BatchNormalization()] if batchnorm else []
+            body += [keras.layers.Activation("relu")]
+        body += [keras.layers.MaxPooling2D(2, padding="same"), *drop]
+    body += [
+        keras.layers.Flatten(),
+        keras.layers.Dense(dense_units, activation="relu", kernel_regularizer=regularizer),
+        *drop,
+    ]
     body += [output_layer(num_classes, regularizer)]
     return _sequential("CNN", input_shape, body)
 
@@ -258,7 +275,7 @@ def searched_cnn(
 def adapt_normalization(model: keras.Model, images: object) -> None:
     """Fit every Normalization layer's mean and variance on `images` (the training split only)."""
     for layer in model.layers:
-        if isinstance(layer, layers.Normalization):
+        if isinstance(layer, keras.layers.Normalization):
             layer.adapt(images)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,9 +74,20 @@ def with_validation(prepared: Prepared, validation: float | str, seed: int, stra
     return Prepared(splits, prepared.classes, prepared.skipped)
 
 
+def compresses(images: np.ndarray, sample_bytes: int = 1 << 20, worth: float = 0.75) -> bool:
+    """Whether zlib shrinks the images enough to be worth its time, judged on their first megabyte.
+
+    MNIST's black backgrounds shrink to a quarter; photographs (CIFAR-10, cats vs dogs) by 8-20%, for
+    seconds of compression on every preprocess and decompression on every load.
+    """
+    sample = images.tobytes()[:sample_bytes]
+    return len(sample) > 0 and len(zlib.compress(sample, 1)) < worth * len(sample)
+
+
 def save_split(path: Path, arrays: Arrays) -> str:
     x, y = arrays
-    write_with(path, lambda tmp: np.savez_compressed(tmp, x=x.astype(np.uint8), y=y.astype(np.int64)))
+    save = np.savez_compressed if compresses(x) else np.savez  # np.load reads both
+    write_with(path, lambda tmp: save(tmp, x=x.astype(np.uint8), y=y.astype(np.int64)))
     return sha256_file(path)
 
 

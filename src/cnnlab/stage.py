@@ -87,10 +87,12 @@ def mlflow_run(
     data_hash: str | None,
     logged: Mapping[str, Any],
     run_id: str | None = None,
+    computes: bool = True,
 ) -> AbstractContextManager[mlflow.ActiveRun]:
     """The MLflow run of one execution of `stage` on `target`: an experiment or study id, a data set, or ""
     for a stage that covers everything (named `stage@target` as DVC names foreach stages; FAILED on failure).
-    `run_id` resumes an earlier run instead of starting one."""
+    `run_id` resumes an earlier run instead of starting one; `computes`: False for the data stages, which do not
+    use Keras (their runs get no backend and device tags)."""
     is_experiment = target in params.experiments
     is_study = target in params.crossval or target in params.ablation
     is_search = target in params.tune
@@ -110,6 +112,7 @@ def mlflow_run(
         data_hash=data_hash,
         params=logged,
         run_id=run_id,
+        computes=computes,
     )
 
 

@@ -120,25 +120,27 @@ def stage_run(
     data_hash: str | None,
     params: Mapping[str, Any],
     run_id: str | None = None,
+    computes: bool = True,
 ) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run for one stage execution, marked FAILED if the stage raises or is stopped by a signal.
 
     A stage that learns its data hash only while it runs passes None and tags `data_hash` itself.
     `run_id` resumes that run (a study picking up where an interrupted execution stopped) instead of
-    starting a new one.
+    starting a new one. A stage that `computes` with Keras is tagged with its backend and device; the data
+    stages are not, and so never import Keras (seconds of start-up).
     """
-    from cnnlab import backend  # imports Keras: only when a run really starts
-
     commit, dirty = git_state(root)
     tags = {
         "stage": stage,
         "git_commit": commit,
         "git_dirty": str(dirty).lower(),
         "data_hash": data_hash or "pending",
-        "keras_backend": backend.name(),
-        "device": backend.device(),
         "budget": budget,
     }
+    if computes:
+        from cnnlab import backend  # imports Keras: only when a run really starts
+
+        tags |= {"keras_backend": backend.name(), "device": backend.device()}
     if target:  # the report stage covers all experiments and has none
         tags[target_tag] = target
     exp = use_experiment(tracking_experiment, root)

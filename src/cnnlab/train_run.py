@@ -19,6 +19,8 @@ from cnnlab.config import Experiment, Params
 from cnnlab.files import staged_outputs, write_json, write_text, write_with
 from cnnlab.plots import training_curves
 from cnnlab.predict import model_card_path
+from cnnlab.prepare import read_meta, training_splits
+from cnnlab.splits import stratified_subsample
 from cnnlab.training import Arrays, EpochsToMlflow, TrainResult, fit, seeded_model
 
 log = logging.getLogger("cnnlab.train")
@@ -81,6 +83,23 @@ def describe_run(exp_id: str, meta: dict, budget: str) -> dict[str, str]:
         "budget": budget,
         "device": backend.device(),
     }
+
+
+def experiment_data(params: Params, paths: stage.Paths, exp_id: str) -> tuple[Arrays, Arrays | None, dict]:
+    """The train stage's arrays for an experiment on its budget: (train, validation, meta of the data set).
+
+    Its own seeded validation split (or the test set, or the shipped one), then a stratified subsample of the
+    training images where the budget limits them.
+    """
+    recipe = params.recipe(exp_id)
+    prepared = paths.prepared(recipe.dataset)
+    meta = read_meta(prepared)
+    (x_train, y_train), validation = training_splits(prepared, recipe.validation, params.seed, recipe.stratify)
+    limit = params.train_samples(exp_id)
+    if limit:
+        keep = stratified_subsample(y_train, limit, params.seed)
+        x_train, y_train = x_train[keep], y_train[keep]
+    return (x_train, y_train), validation, meta
 
 
 def train_and_save(

@@ -77,7 +77,11 @@ def compile_model(model: keras.Model, recipe: Experiment, num_classes: int) -> k
     optimizer = keras.optimizers.get(
         {"class_name": recipe.optimizer.name, "config": {"learning_rate": recipe.optimizer.learning_rate}}
     )
-    model.compile(optimizer=optimizer, loss=recipe.loss_for(num_classes), metrics=["accuracy"])
+    steps = backend.steps_per_execution(recipe.steps_per_execution)
+    model.compile(
+        optimizer=optimizer, loss=recipe.loss_for(num_classes), metrics=["accuracy"], steps_per_execution=steps
+    )
+    backend.compile_steps(model, steps)
     return model
 
 
@@ -127,7 +131,11 @@ class EpochsToMlflow(mlflow.keras.MlflowCallback):
     """MLflow's Keras callback, logging the optimizer and model summary at the first fit of a run only.
 
     Fine-tuning fits again with a new optimizer, and MLflow refuses to change a logged param.
+    It logs per epoch only, so it tells Keras its batch hook is safe to run asynchronously: a callback with a
+    batch-end hook otherwise makes Keras wait for every step's results, stalling an accelerator.
     """
+
+    async_safe = True
 
     def __init__(self) -> None:
         super().__init__()

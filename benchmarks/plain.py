@@ -1,0 +1,96 @@
+"""The plain arm: seed experiments written as their seeds write them, in plain Keras 3.
+
+Images divided by 255 outside the model, a `Sequential` of the seed's layers, `compile` and `fit` with the
+recipe's optimizer, batch size and epochs. Augmented recipes put Keras 3's preprocessing layers at the front of
+the model, as Keras 3 (which has no ImageDataGenerator) teaches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+from keras import layers
+
+from cnnlab.augment import augmentation_layers
+from cnnlab.config import Experiment
+
+
+def fashion_cnn() -> list[layers.Layer]:  # seed 000
+    return [
+        layers.Conv2D(16, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(2, 2, padding="same"),
+        layers.Conv2D(32, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(2, 2, padding="same"),
+        layers.Conv2D(64, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(2, 2, padding="same"),
+        layers.Flatten(),
+        layers.Dense(64, activation="relu"),
+        layers.Dense(10, activation="softmax"),
+    ]
+
+
+def mnist_cnn() -> list[layers.Layer]:  # seed 004 prog. 6-2
+    return [
+        layers.Conv2D(32, 3, activation="relu"),
+        layers.Conv2D(64, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Dropout(0.25),
+        layers.Flatten(),
+        layers.Dense(128, activation="relu"),
+        layers.Dropout(0.5),
+        layers.Dense(10, activation="softmax"),
+    ]
+
+
+def lenet5_book() -> list[layers.Layer]:  # seed 004 prog. 6-1
+    return [
+        layers.Conv2D(6, 5, padding="same", activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(16, 5, padding="same", activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(120, 5, padding="same", activation="relu"),
+        layers.Flatten(),
+        layers.Dense(84, activation="relu"),
+        layers.Dense(10, activation="softmax"),
+    ]
+
+
+def cifar_cnn() -> list[layers.Layer]:  # seed 004 prog. 6-4a
+    return [
+        layers.Conv2D(32, 3, activation="relu"),
+        layers.Conv2D(32, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Dropout(0.25),
+        layers.Conv2D(64, 3, activation="relu"),
+        layers.Conv2D(64, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Dropout(0.25),
+        layers.Flatten(),
+        layers.Dense(512, activation="relu"),
+        layers.Dropout(0.5),
+        layers.Dense(10, activation="softmax"),
+    ]
+
+
+# The zoo model each experiment's recipe names -> the seed's layers.
+SEED_LAYERS: dict[str, Callable[[], list[layers.Layer]]] = {
+    "F1": fashion_cnn,
+    "M2": mnist_cnn,
+    "M3": lenet5_book,
+    "C1": cifar_cnn,
+}
+
+
+def plain_model(recipe: Experiment, input_shape: tuple[int, ...], seed: int) -> keras.Model:
+    """The seed's network for `recipe` (augmentation layers first, if it augments), compiled as the seed does."""
+    if recipe.model not in SEED_LAYERS:
+        raise SystemExit(f"no plain seed script for model {recipe.model}; the harness knows {', '.join(SEED_LAYERS)}")
+    keras.utils.set_random_seed(seed)
+    augment = augmentation_layers(recipe.augmentation, seed)
+    model = keras.Sequential([keras.Input(input_shape), *augment, *SEED_LAYERS[recipe.model]()])
+    optimizer = keras.optimizers.get(
+        {"class_name": recipe.optimizer.name, "config": {"learning_rate": recipe.optimizer.learning_rate}}
+    )
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model

@@ -1,0 +1,255 @@
+# ruff: noqa: I001  (cnnlab is imported first: it quiets TensorFlow before TensorFlow loads)
+"""cnnlab's benchmark harness: the pipeline against plain seed scripts, and the pipeline's own overheads.
+
+    python benchmarks/run.py training [--experiments F1 M3] [--budget quick|full] [--epochs N]
+    python benchmarks/run.py data [--datasets mnist cifar10]     download + preprocess, as stage processes
+    python benchmarks/run.py noop [--project DIR]                a `dvc repro` with nothing to do
+
+Each prints a Markdown table (docs/performance.md collects them) and writes its figures, with the machine,
+backend and versions, to benchmarks/results/<command>-<time>.json. Read the project's params and prepared
+data from --project (default: the current folder); `training` needs `dvc repro preprocess` done there.
+"""
+
+from __future__ import annotations
+
+import cnnlab  # noqa: F401
+
+import argparse
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # measure.py and plain.py beside this script
+
+if TYPE_CHECKING:
+    from measure import ArmResult
+
+# Test accuracy each experiment's time-to-accuracy is measured to (issue 9's targets, the seeds' claims rounded down)
+TARGETS = {"F1": 0.91, "M2": 0.99, "M3": 0.991, "C1": 0.77, "C2": 0.77}
+
+
+def machine() -> dict[str, object]:
+    import keras
+
+    from cnnlab import backend
+
+    versions = {"python": platform.python_version(), "keras": keras.__version__}
+    for name in ("jax", "jaxlib", "tensorflow-cpu", "tensorflow", "torch", "mlflow", "dvc"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
+    return {
+        "host": platform.node(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "backend": backend.name(),
+        "device": backend.device(),
+        "versions": versions,
+        "commit": commit.stdout.strip(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def markdown(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def save(args: argparse.Namespace, figures: dict[str, object]) -> Path:
+    out = Path(args.results) / f"{args.command}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine(), **figures}, indent=2) + "\n")
+    return out
+
+
+# ---- training: the pipeline's fit against the plain seed script, same data, recipe and process ----
+
+
+def train_arms(project: Path, exp_id: str, args: argparse.Namespace) -> list:
+    import mlflow
+    import numpy as np
+
+    from measure import ArmResult, Clock, PeakMemory
+    from plain import plain_model
+
+    from cnnlab.config import load_params
+    from cnnlab.prepare import load_split
+    from cnnlab.stage import Paths
+    from cnnlab.train_run import experiment_data
+    from cnnlab.training import EpochsToMlflow, fit, seeded_model
+
+    params = load_params(project / "params.yaml")
+    if args.budget:
+        params = params.model_copy(update={"budget": args.budget})
+    paths = Paths(project)
+    recipe = params.recipe(exp_id)
+    if args.epochs:
+        recipe = recipe.model_copy(update={"epochs": args.epochs})
+    (x_train, y_train), validation, meta = experiment_data(params, paths, exp_id)
+    if args.train_samples:
+        x_train, y_train = x_train[: args.train_samples], y_train[: args.train_samples]
+    x_test, y_test = load_split(paths.prepared(recipe.dataset) / "test.npz")
+    target = args.target or TARGETS.get(exp_id, 0.0)
+    results = []
+
+    def measured(arm: str, clock: Clock, train: callable) -> ArmResult:
+        with PeakMemory() as memory:
+            started = time.perf_counter()
+            train()
+            wall = time.perf_counter() - started
+        result = ArmResult(arm, exp_id, len(x_train), recipe.epochs, wall, clock.epoch_seconds, clock.test_accuracy,
+                           target, clock.seconds_to(target), memory.host, memory.device)  # fmt: skip
+        print(f"{exp_id} {arm}: {wall:.1f} s, test accuracy {result.final_test_accuracy:.4f}", flush=True)
+        return result
+
+    # The plain arm: /255 outside the model, the seed's Sequential, fit on the same arrays.
+    scale = 1 / np.float32(255)
+    plain_clock = Clock(x_test * scale, y_test)
+    model = plain_model(recipe, x_train.shape[1:], params.seed)
+    plain_validation = (validation[0] * scale, validation[1]) if validation else None
+    results.append(measured("plain", plain_clock, lambda: model.fit(
+        x_train * scale, y_train, batch_size=recipe.batch_size, epochs=recipe.epochs,
+        validation_data=plain_validation, callbacks=[plain_clock], verbose=args.verbose)))  # fmt: skip
+
+    # The pipeline arm: what the train stage runs, logging every epoch to a scratch MLflow store.
+    pipeline_clock = Clock(x_test, y_test)
+    with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmp:
+        mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
+        with mlflow.start_run():
+            pipeline = seeded_model(recipe, x_train.shape[1:], len(meta["classes"]), params.seed)
+            results.append(measured("pipeline", pipeline_clock, lambda: fit(
+                pipeline, recipe, (x_train, y_train), validation, len(meta["classes"]), params.seed,
+                [EpochsToMlflow(), pipeline_clock], verbose=args.verbose)))  # fmt: skip
+    return results
+
+
+TRAINING_HEADER = [
+    "experiment",
+    "arm",
+    "train images",
+    "epochs",
+    "first epoch s",
+    "steady epoch s",
+    "images/s",
+    "train s",
+    "wall s",
+    "time to target s",
+    "final test acc",
+    "peak host MiB",
+    "peak device MiB",
+]
+RATIO_HEADER = ["experiment", "speed-up per epoch (plain / pipeline)", "speed-up in training time", "accuracy change"]
+
+
+def training_row(r: ArmResult) -> list[str]:
+    reach = f"{r.seconds_to_target:.1f}" if r.seconds_to_target else "not reached"
+    return [r.experiment, r.arm, str(r.train_images), str(r.epochs), f"{r.first_epoch:.2f}", f"{r.steady_epoch:.2f}",
+            f"{r.images_per_second:,.0f}", f"{r.train_seconds:.1f}", f"{r.wall_seconds:.1f}",
+            f"{reach} ({r.target:.1%})", f"{r.final_test_accuracy:.4f}", f"{r.peak_host_mib:,.0f}",
+            f"{r.peak_device_mib:,.0f}"]  # fmt: skip
+
+
+def ratio_row(plain: ArmResult, pipeline: ArmResult) -> list[str]:
+    return [plain.experiment, f"{plain.steady_epoch / pipeline.steady_epoch:.2f}x",
+            f"{plain.train_seconds / pipeline.train_seconds:.2f}x",
+            f"{pipeline.final_test_accuracy - plain.final_test_accuracy:+.4f}"]  # fmt: skip
+
+
+def training(args: argparse.Namespace) -> None:
+    project = Path(args.project).resolve()
+    results = [r for exp_id in args.experiments for r in train_arms(project, exp_id, args)]
+    print(markdown(TRAINING_HEADER, [training_row(r) for r in results]))
+    print()
+    print(markdown(RATIO_HEADER, [ratio_row(a, b) for a, b in zip(results[::2], results[1::2], strict=True)]))
+    derived = ("first_epoch", "steady_epoch", "images_per_second", "train_seconds", "final_test_accuracy")
+    figures = [asdict(r) | {name: getattr(r, name) for name in derived} for r in results]
+    print(f"\nsaved {save(args, {'budget': args.budget, 'results': figures})}")
+
+
+# ---- data: download + preprocess of each data set, as the stage processes DVC runs ----
+
+
+def run_measured(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and peak resident memory (MiB) of one child process."""
+    started = time.perf_counter()
+    child = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{child.stderr.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def data(args: argparse.Namespace) -> None:
+    project = Path(args.project).resolve()
+    if not os.environ.get("CNNLAB_DATA_MIRROR"):
+        print("note: CNNLAB_DATA_MIRROR is not set: the data sets come from params' sources (maybe online)")
+    rows, figures = [], []
+    with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmp:
+        scratch = Path(tmp)
+        shutil.copy(project / "params.yaml", scratch / "params.yaml")
+        env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{scratch / 'mlflow.db'}")
+        for name in args.datasets:
+            for stage in ("download", "preprocess"):
+                wall, peak = run_measured([sys.executable, str(project / "stages" / f"{stage}.py"), name], scratch, env)
+                rows.append([name, stage, f"{wall:.1f}", f"{peak:,.0f}"])
+                figures.append({"dataset": name, "stage": stage, "seconds": wall, "peak_mib": peak})
+                print(f"{name} {stage}: {wall:.1f} s, peak {peak:,.0f} MiB", flush=True)
+    total, peak = sum(f["seconds"] for f in figures), max(f["peak_mib"] for f in figures)
+    rows.append(["all", "download + preprocess", f"{total:.1f}", f"{peak:,.0f} (largest)"])
+    print(markdown(["data set", "stage", "wall s", "peak MiB"], rows))
+    print(f"\nsaved {save(args, {'stages': figures, 'total_seconds': total, 'peak_mib': peak})}")
+
+
+# ---- noop: `dvc repro` when everything is up to date ----
+
+
+def noop(args: argparse.Namespace) -> None:
+    project = Path(args.project).resolve()
+    dvc = shutil.which("dvc") or sys.exit("dvc not found: activate the project's environment")
+    seconds = []
+    for i in range(args.repeat):
+        started = time.perf_counter()
+        done = subprocess.run([dvc, "repro"], cwd=project, capture_output=True, text=True)
+        seconds.append(time.perf_counter() - started)
+        if done.returncode != 0 or "up to date" not in done.stdout:
+            sys.exit(f"`dvc repro` in {project} had work to do or failed; run it once first:\n{done.stdout[-2000:]}")
+        print(f"run {i + 1}: {seconds[-1]:.2f} s", flush=True)
+    print(markdown(["runs", "fastest s", "slowest s"], [[len(seconds), f"{min(seconds):.2f}", f"{max(seconds):.2f}"]]))
+    print(f"\nsaved {save(args, {'project': str(project), 'seconds': seconds})}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--project", default=".", help="the cnnlab project (params.yaml, data/prepared)")
+    parser.add_argument("--results", default=str(HERE / "results"), help="folder for the JSON of figures")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("training", help="the pipeline's training against the plain seed script")
+    train.add_argument("--experiments", nargs="+", default=["F1"])
+    train.add_argument("--budget", choices=["quick", "full"], help="default: params.yaml's")
+    train.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    train.add_argument("--train-samples", type=int, help="train on the first N images only")
+    train.add_argument("--target", type=float, help="test accuracy to time (default: per experiment)")
+    train.add_argument("--verbose", type=int, default=2, help="fit's verbose for both arms")
+    datasets = commands.add_parser("data", help="download + preprocess, as stage processes")
+    datasets.add_argument("--datasets", nargs="+", default=["fashion_mnist", "mnist", "cifar10", "cats_vs_dogs"])
+    repro = commands.add_parser("noop", help="`dvc repro` with nothing to do")
+    repro.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    {"training": training, "data": data, "noop": noop}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

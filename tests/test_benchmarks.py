@@ -1,0 +1,50 @@
+"""The benchmark harness runs both arms on the same data and recipe, and measures the data stages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, prepared_project
+
+HARNESS = ROOT / "benchmarks" / "run.py"
+
+
+def harness(args: list[str], env: dict[str, str] | None = None) -> dict:
+    done = subprocess.run(
+        [sys.executable, str(HARNESS), *args], capture_output=True, text=True, timeout=900, env=env or dict(os.environ)
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    saved = Path(done.stdout.strip().splitlines()[-1].removeprefix("saved "))
+    return {"stdout": done.stdout, **json.loads(saved.read_text())}
+
+
+@pytest.mark.slow
+def test_training_benchmark_times_both_arms_on_the_same_recipe(tmp_path: Path, fashion: dict) -> None:
+    prepared_project(tmp_path, fashion, lambda p: None, train_size=4000, test_size=1000)
+    out = harness(["--project", str(tmp_path), "--results", str(tmp_path / "results"), "training",
+                   "--experiments", "F1", "--epochs", "2", "--verbose", "0"])  # fmt: skip
+    plain, pipeline = out["results"]
+    assert (plain["arm"], pipeline["arm"]) == ("plain", "pipeline")
+    for arm in (plain, pipeline):
+        assert arm["train_images"] == 2800  # the recipe's own 30% validation split held out, as the train stage does
+        assert len(arm["epoch_seconds"]) == len(arm["test_accuracy"]) == 2
+        assert arm["final_test_accuracy"] > 0.6  # chance is 0.1
+        assert arm["images_per_second"] > 0 and arm["peak_host_mib"] > 100
+    # The same network, data and recipe: the two arms learn alike.
+    assert abs(plain["final_test_accuracy"] - pipeline["final_test_accuracy"]) < 0.05
+    assert "| F1 | plain | 2800 | 2 |" in out["stdout"] and "speed-up per epoch" in out["stdout"]
+    assert out["machine"]["backend"] and out["machine"]["versions"]["keras"]
+
+
+def test_data_benchmark_runs_the_stages_within_the_memory_limit(tmp_path: Path, mirror: Path) -> None:
+    env = dict(os.environ, CNNLAB_DATA_MIRROR=str(mirror))
+    out = harness(["--results", str(tmp_path), "data", "--datasets", "mnist"], env)
+    assert [(s["dataset"], s["stage"]) for s in out["stages"]] == [("mnist", "download"), ("mnist", "preprocess")]
+    assert 0 < out["peak_mib"] < 3 * 1024  # issue 9: under 3 GiB
+    assert "| all | download + preprocess |" in out["stdout"]

@@ -1,0 +1,92 @@
+"""The fast paths train exactly as the plain ones: grouped steps (scanned under JAX), asynchronous callbacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import yaml
+
+from cnnlab import backend
+from cnnlab.config import parse_params
+from cnnlab.training import EpochsToMlflow, StopOnSignal, fit, seeded_model
+from conftest import ROOT, subset
+
+
+def recipe(exp_id: str, **changes):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["experiments"][exp_id].update(changes)
+    return parse_params(raw).recipe(exp_id)
+
+
+def train_both(exp_id: str, fashion: dict, steps: int) -> tuple:
+    """One step per call, then `steps` per call: same seed, same data, same recipe otherwise."""
+    train, val = subset(fashion["train"], 1000), subset(fashion["test"], 300)
+    results = []
+    for grouped in (1, steps):
+        plan = recipe(exp_id, epochs=2, budgets={}, batch_size=64, steps_per_execution=grouped)
+        model = seeded_model(plan, (28, 28, 1), 10, 3)
+        results.append(fit(model, plan, train, val, 10, seed=3, verbose=0))
+    return tuple(results)
+
+
+def test_grouped_steps_train_as_single_steps(fashion: dict) -> None:
+    # Under the tests' backend (TensorFlow): Keras' own steps_per_execution loop. M2 has dropout: its random
+    # masks must follow the same sequence too.
+    one, grouped = train_both("F3", fashion, 5)  # 700 images / 64: groups of 5, 5 and 1 steps, the last batch smaller
+    assert grouped.history == one.history
+    for a, b in zip(one.model.get_weights(), grouped.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert one.history["val_accuracy"][-1] > 0.5  # chance is 0.1
+
+
+JAX_SCRIPT = """
+import json, sys
+import keras
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from conftest import subset
+from test_fast_paths import train_both
+from cnnlab.loaders import load_idx_folder
+
+assert keras.backend.backend() == "jax", keras.backend.backend()
+one, grouped = train_both("F3", load_idx_folder(__import__("pathlib").Path(sys.argv[2])), 5)
+print(json.dumps({
+    "histories": [one.history, grouped.history],
+    "scanned": grouped.model.train_function.__qualname__,
+    "weights": max(float(np.abs(a - b).max()) for a, b in zip(one.model.get_weights(), grouped.model.get_weights())),
+}))
+"""
+
+
+def test_scanned_steps_under_jax_train_as_single_steps(fashion_dir: Path) -> None:
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    code = textwrap.dedent(JAX_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "tests"), str(fashion_dir)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["scanned"].startswith("scanned_train_function")  # the scan ran, not Keras' loop
+    one, grouped = out["histories"]
+    for name in one:
+        np.testing.assert_allclose(grouped[name], one[name], rtol=1e-4, err_msg=name)
+    assert out["weights"] < 1e-3  # one XLA program for 5 steps rounds a little differently from 5 programs
+    assert one["val_accuracy"][-1] > 0.5
+
+
+def test_the_pipeline_callbacks_leave_keras_free_to_dispatch_asynchronously() -> None:
+    # A callback with a batch-end hook makes Keras wait for every step's results (a stall on a GPU).
+    callbacks = keras.callbacks.CallbackList([StopOnSignal(), EpochsToMlflow()])
+    assert callbacks._async_train or not keras.src.backend.IS_THREAD_SAFE
+
+
+def test_auto_groups_steps_on_a_gpu_only() -> None:
+    assert backend.steps_per_execution(8) == 8
+    assert backend.steps_per_execution("auto") == (16 if backend.device().startswith("gpu") else 1)
