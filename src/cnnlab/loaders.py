@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import gzip
 import io
+import itertools
 import logging
 import multiprocessing
 import os
@@ -151,22 +152,22 @@ def _decode(data: bytes, size: tuple[int, int], channels: int, resize: bool) -> 
     return array if channels == 3 else array[..., None]
 
 
-def _decode_files(
-    source: Path, names: list[str], size: tuple[int, int], channels: int, resize: bool
-) -> list[np.ndarray | str]:
-    return [_decode(data, size, channels, resize) for data in _read(source, names)]
+def _decode_all(files: list[bytes], size: tuple[int, int], channels: int, resize: bool) -> list[np.ndarray | str]:
+    return [_decode(data, size, channels, resize) for data in files]
 
 
 def _decoded(
     source: Path, names: list[str], size: tuple[int, int], channels: int, resize: bool, workers: int
 ) -> Iterator[np.ndarray | str]:
-    """Each file of `names` decoded, in order: in chunks over `workers` processes where there is enough to share."""
-    chunks = [names[i : i + DECODE_CHUNK] for i in range(0, len(names), DECODE_CHUNK)]
-    workers = min(workers, len(chunks))
-    decode = functools.partial(_decode_files, source, size=size, channels=channels, resize=resize)
-    if workers <= 1:
-        results = map(decode, chunks)
-        yield from (image for chunk in results for image in chunk)
+    """Each file of `names` decoded, in order: in chunks over `workers` processes where there is enough to share.
+
+    This process reads the files (a zip's directory is parsed once) and the workers decode them.
+    """
+    files = _read(source, names)
+    chunks = (list(itertools.islice(files, DECODE_CHUNK)) for _ in range(0, len(names), DECODE_CHUNK))
+    decode = functools.partial(_decode_all, size=size, channels=channels, resize=resize)
+    if min(workers, -(-len(names) // DECODE_CHUNK)) <= 1:
+        yield from (image for chunk in chunks for image in decode(chunk))
         return
     # fork: the workers need nothing but this module, and a data stage has no threads that fork could break
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:

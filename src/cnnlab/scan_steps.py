@@ -48,5 +48,11 @@ def scanned_train_function(model: keras.Model, steps: int) -> Callable[[State, I
 
 def use_scanned_steps(model: keras.Model, steps: int) -> None:
     """Make the compiled `model`'s next `fit` scan its steps (JAX backend; a no-op for one step at a time)."""
-    if steps > 1 and keras.backend.backend() == "jax" and not model.run_eagerly:
+    # Keras' own loop stays where data and state are sharded over several devices (a keras.distribution).
+    if (
+        steps > 1
+        and keras.backend.backend() == "jax"
+        and not model.run_eagerly
+        and not keras.distribution.distribution()
+    ):
         model.train_function = scanned_train_function(model, steps)
