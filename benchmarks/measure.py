@@ -88,6 +88,7 @@ class ArmResult:
 
     arm: str
     experiment: str
+    seed: int
     train_images: int
     epochs: int
     wall_seconds: float  # the whole fit call, test scoring after each epoch included

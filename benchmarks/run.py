@@ -1,7 +1,7 @@
 # ruff: noqa: I001  (cnnlab is imported first: it quiets TensorFlow before TensorFlow loads)
 """cnnlab's benchmark harness: the pipeline against plain seed scripts, and the pipeline's own overheads.
 
-    python benchmarks/run.py training [--experiments F1 M3] [--budget quick|full] [--epochs N]
+    python benchmarks/run.py training [--experiments F1 M3] [--budget quick|full|speed] [--epochs N] [--seeds 1 2]
     python benchmarks/run.py data [--datasets mnist cifar10]     download + preprocess, as stage processes
     python benchmarks/run.py noop [--project DIR]                a `dvc repro` with nothing to do
 
@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -107,81 +108,100 @@ def train_arms(project: Path, exp_id: str, args: argparse.Namespace) -> list:
         x_train, y_train = x_train[: args.train_samples], y_train[: args.train_samples]
     x_test, y_test = load_split(paths.prepared(recipe.dataset) / "test.npz")
     target = args.target or TARGETS.get(exp_id, 0.0)
+    if "plain" in args.arms and recipe.model_options:
+        raise SystemExit(f"{exp_id} on this budget sets model_options {recipe.model_options}: the plain seed script "
+                         "has none; run it with --arms pipeline")  # fmt: skip
 
-    def measured(arm: str, clock: Clock, train: callable) -> ArmResult:
+    def measured(arm: str, seed: int, clock: Clock, train: callable) -> ArmResult:
         with PeakMemory() as memory:
             started = time.perf_counter()
             train()
             wall = time.perf_counter() - started
-        result = ArmResult(arm, exp_id, len(x_train), recipe.epochs, wall, clock.epoch_seconds, clock.test_accuracy,
-                           target, clock.seconds_to(target), memory.host, memory.device)  # fmt: skip
-        print(f"{exp_id} {arm}: {wall:.1f} s, test accuracy {result.final_test_accuracy:.4f}", flush=True)
+        reached = clock.seconds_to(target)
+        result = ArmResult(arm, exp_id, seed, len(x_train), recipe.epochs, wall, clock.epoch_seconds,
+                           clock.test_accuracy, target, reached, memory.host, memory.device)  # fmt: skip
+        print(f"{exp_id} {arm} seed {seed}: {wall:.1f} s, test accuracy {result.final_test_accuracy:.4f}", flush=True)
         return result
 
-    def plain() -> ArmResult:  # /255 outside the model, the seed's Sequential, fit on the same arrays
+    def plain(seed: int) -> ArmResult:  # /255 outside the model, the seed's Sequential, fit on the same arrays
         scale = 1 / np.float32(255)
         clock = Clock(x_test * scale, y_test)
-        model = plain_model(recipe, x_train.shape[1:], params.seed)
+        model = plain_model(recipe, x_train.shape[1:], seed)
         scaled_validation = (validation[0] * scale, validation[1]) if validation else None
-        return measured("plain", clock, lambda: model.fit(
+        return measured("plain", seed, clock, lambda: model.fit(
             x_train * scale, y_train, batch_size=recipe.batch_size, epochs=recipe.epochs,
             validation_data=scaled_validation, callbacks=[clock], verbose=args.verbose))  # fmt: skip
 
-    def pipeline() -> ArmResult:  # what the train stage runs, logging every epoch to a scratch MLflow store
+    def pipeline(seed: int) -> ArmResult:  # what the train stage runs, logging every epoch to a scratch MLflow store
         clock = Clock(x_test, y_test)
         classes = len(meta["classes"])
         with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmp:
             mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
             with mlflow.start_run():
-                model = seeded_model(recipe, x_train.shape[1:], classes, params.seed)
-                return measured("pipeline", clock, lambda: fit(
-                    model, recipe, (x_train, y_train), validation, classes, params.seed,
+                model = seeded_model(recipe, x_train.shape[1:], classes, seed)
+                return measured("pipeline", seed, clock, lambda: fit(
+                    model, recipe, (x_train, y_train), validation, classes, seed,
                     [EpochsToMlflow(), clock], verbose=args.verbose))  # fmt: skip
 
-    # Either may run first (--pipeline-first), to see what order costs: the first pays the backend's start-up.
-    if args.pipeline_first:
-        return list(reversed([pipeline(), plain()]))
-    return [plain(), pipeline()]
+    # The arms in the order asked (--arms): the first pays the backend's start-up. The split is params' seed's.
+    arms = {"plain": plain, "pipeline": pipeline}
+    return [arms[arm](seed) for seed in args.seeds or [params.seed] for arm in args.arms]
 
 
-TRAINING_HEADER = [
-    "experiment",
-    "arm",
-    "train images",
-    "epochs",
-    "first epoch s",
-    "steady epoch s",
-    "images/s",
-    "train s",
-    "wall s",
-    "time to target s",
-    "final test acc",
-    "peak host MiB",
-    "peak device MiB",
-]
-RATIO_HEADER = ["experiment", "speed-up per epoch (plain / pipeline)", "speed-up in training time", "accuracy change"]
+TRAINING_HEADER = ["experiment", "arm", "seed", "train images", "epochs", "first epoch s", "steady epoch s",
+                   "images/s", "train s", "wall s", "time to target s", "final test acc", "peak host MiB",
+                   "peak device MiB"]  # fmt: skip
+RATIO_HEADER = ["experiment", "seed", "speed-up per epoch (plain / pipeline)", "speed-up in training time",
+                "accuracy change"]  # fmt: skip
+SEEDS_HEADER = ["experiment", "arm", "seeds", "test acc mean", "test acc min", "reached target", "time to target s",
+                "first epoch s (compilation)"]  # fmt: skip
 
 
 def training_row(r: ArmResult) -> list[str]:
     reach = f"{r.seconds_to_target:.1f}" if r.seconds_to_target else "not reached"
-    return [r.experiment, r.arm, str(r.train_images), str(r.epochs), f"{r.first_epoch:.2f}", f"{r.steady_epoch:.2f}",
-            f"{r.images_per_second:,.0f}", f"{r.train_seconds:.1f}", f"{r.wall_seconds:.1f}",
+    return [r.experiment, r.arm, str(r.seed), str(r.train_images), str(r.epochs), f"{r.first_epoch:.2f}",
+            f"{r.steady_epoch:.2f}", f"{r.images_per_second:,.0f}", f"{r.train_seconds:.1f}", f"{r.wall_seconds:.1f}",
             f"{reach} ({r.target:.1%})", f"{r.final_test_accuracy:.4f}", f"{r.peak_host_mib:,.0f}",
             f"{r.peak_device_mib:,.0f}"]  # fmt: skip
 
 
-def ratio_row(plain: ArmResult, pipeline: ArmResult) -> list[str]:
-    return [plain.experiment, f"{plain.steady_epoch / pipeline.steady_epoch:.2f}x",
-            f"{plain.train_seconds / pipeline.train_seconds:.2f}x",
-            f"{pipeline.final_test_accuracy - plain.final_test_accuracy:+.4f}"]  # fmt: skip
+def ratio_rows(results: list[ArmResult]) -> list[list[str]]:
+    """Plain against pipeline, for each experiment and seed that ran both."""
+    by_key = {(r.experiment, r.seed, r.arm): r for r in results}
+    rows = []
+    for (exp_id, seed, arm), plain in by_key.items():
+        pipeline = by_key.get((exp_id, seed, "pipeline"))
+        if arm == "plain" and pipeline:
+            rows.append([exp_id, str(seed), f"{plain.steady_epoch / pipeline.steady_epoch:.2f}x",
+                         f"{plain.train_seconds / pipeline.train_seconds:.2f}x",
+                         f"{pipeline.final_test_accuracy - plain.final_test_accuracy:+.4f}"])  # fmt: skip
+    return rows
+
+
+def seed_rows(results: list[ArmResult]) -> list[list[str]]:
+    """Per experiment and arm over its seeds: accuracy mean and minimum, how many reached the target and when."""
+    groups: dict[tuple[str, str], list[ArmResult]] = {}
+    for r in results:
+        groups.setdefault((r.experiment, r.arm), []).append(r)
+    rows = []
+    for (exp_id, arm), runs in groups.items():
+        accuracies = [r.final_test_accuracy for r in runs]
+        times = [r.seconds_to_target for r in runs if r.seconds_to_target is not None]
+        reach = f"mean {statistics.mean(times):.2f}, max {max(times):.2f}" if times else "-"
+        rows.append([exp_id, arm, str(len(runs)), f"{statistics.mean(accuracies):.4f}", f"{min(accuracies):.4f}",
+                     f"{len(times)} of {len(runs)} ({runs[0].target:.1%})", reach,
+                     f"{statistics.mean(r.first_epoch for r in runs):.2f}"])  # fmt: skip
+    return rows
 
 
 def training(args: argparse.Namespace) -> None:
     project = Path(args.project).resolve()
     results = [r for exp_id in args.experiments for r in train_arms(project, exp_id, args)]
     print(markdown(TRAINING_HEADER, [training_row(r) for r in results]))
-    print()
-    print(markdown(RATIO_HEADER, [ratio_row(a, b) for a, b in zip(results[::2], results[1::2], strict=True)]))
+    if ratios := ratio_rows(results):
+        print("\n" + markdown(RATIO_HEADER, ratios))
+    if len(args.seeds or []) > 1:
+        print("\n" + markdown(SEEDS_HEADER, seed_rows(results)))
     derived = ("first_epoch", "steady_epoch", "images_per_second", "train_seconds", "final_test_accuracy")
     figures = [asdict(r) | {name: getattr(r, name) for name in derived} for r in results]
     print(f"\nsaved {save(args, {'budget': args.budget, 'results': figures})}")
@@ -247,13 +267,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("training", help="the pipeline's training against the plain seed script")
     train.add_argument("--experiments", nargs="+", default=["F1"])
-    train.add_argument("--budget", choices=["quick", "full"], help="default: params.yaml's")
+    train.add_argument("--budget", choices=["quick", "full", "speed"], help="default: params.yaml's")
     train.add_argument("--epochs", type=int, help="override the recipe's epochs")
     train.add_argument("--train-samples", type=int, help="train on the first N images only")
     train.add_argument("--target", type=float, help="test accuracy to time (default: per experiment)")
     train.add_argument("--verbose", type=int, default=2, help="fit's verbose for both arms")
     train.add_argument("--steps-per-execution", type=int, help="the pipeline's (default: the recipe's)")
-    train.add_argument("--pipeline-first", action="store_true", help="run the pipeline arm before the plain one")
+    train.add_argument(
+        "--arms",
+        nargs="+",
+        choices=["plain", "pipeline"],
+        default=["plain", "pipeline"],
+        help="which arms to run, in this order",
+    )
+    train.add_argument("--seeds", nargs="+", type=int, help="initial-weight seeds (default: params.yaml's seed)")
     datasets = commands.add_parser("data", help="download + preprocess, as stage processes")
     datasets.add_argument("--datasets", nargs="+", default=["fashion_mnist", "mnist", "cifar10", "cats_vs_dogs"])
     repro = commands.add_parser("noop", help="`dvc repro` with nothing to do")

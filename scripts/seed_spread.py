@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 
 import cnnlab  # noqa: F401  (quiets TensorFlow before it loads)
-from cnnlab.config import load_params
+from cnnlab.config import BUDGETS, load_params
 from cnnlab.evaluation import evaluate
 from cnnlab.prepare import load_split, read_meta, training_splits
 from cnnlab.splits import stratified_subsample
@@ -28,7 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("seeds", type=int, nargs="+")
     parser.add_argument("--experiment", default="F1", help="an experiment id of params.yaml (default F1)")
-    parser.add_argument("--budget", choices=["quick", "full"], help="default: the experiment's budget in params.yaml")
+    parser.add_argument("--budget", choices=BUDGETS, help="default: the experiment's budget in params.yaml")
     args = parser.parse_args()
     params = load_params()
     budget = args.budget or params.budget_of(args.experiment)

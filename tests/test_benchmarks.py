@@ -38,8 +38,26 @@ def test_training_benchmark_times_both_arms_on_the_same_recipe(tmp_path: Path, f
         assert arm["images_per_second"] > 0 and arm["peak_host_mib"] > 100
     # The same network, data and recipe: the two arms learn alike.
     assert abs(plain["final_test_accuracy"] - pipeline["final_test_accuracy"]) < 0.05
-    assert "| F1 | plain | 2800 | 2 |" in out["stdout"] and "speed-up per epoch" in out["stdout"]
+    assert "| F1 | plain | 42 | 2800 | 2 |" in out["stdout"] and "speed-up per epoch" in out["stdout"]
     assert out["machine"]["backend"] and out["machine"]["versions"]["keras"]
+
+
+@pytest.mark.slow
+def test_speed_budget_benchmark_runs_the_pipeline_over_seeds(tmp_path: Path, fashion: dict) -> None:
+    def smaller_batches(raw: dict) -> None:
+        # Enough steps on 4,000 images for batch norm's moving averages (momentum 0.99) to forget their start
+        raw["experiments"]["F1"]["budgets"]["speed"]["batch_size"] = 32
+
+    prepared_project(tmp_path, fashion, smaller_batches, train_size=4000, test_size=1000)
+    out = harness(["--project", str(tmp_path), "--results", str(tmp_path / "results"), "training", "--budget",
+                   "speed", "--experiments", "F1", "--epochs", "4", "--arms", "pipeline", "--seeds", "1", "2",
+                   "--target", "0.5", "--verbose", "0"])  # fmt: skip
+    runs = out["results"]
+    assert [(r["arm"], r["seed"]) for r in runs] == [("pipeline", 1), ("pipeline", 2)]
+    assert all(r["train_images"] == 4000 for r in runs)  # the speed recipe trains on all of train, tests on test
+    assert all(r["final_test_accuracy"] > 0.6 for r in runs)  # batch norm, batch 512, cosine: still learning
+    assert runs[0]["test_accuracy"] != runs[1]["test_accuracy"]  # the seeds differ
+    assert "| F1 | pipeline | 2 |" in out["stdout"] and "2 of 2 (50.0%)" in out["stdout"]
 
 
 def test_data_benchmark_runs_the_stages_within_the_memory_limit(tmp_path: Path, mirror: Path) -> None:

@@ -81,7 +81,16 @@ def test_an_experiment_can_run_on_its_own_budget() -> None:
         ),
         (lambda p: p["experiments"]["F1"].update(augmentation={"brightness_range": [1.2, 0.8]}), r"low <= high"),
         (lambda p: p.pop("datasets"), r"datasets: required key is missing"),
-        (lambda p: p.update(budget="huge"), r"budget: Input should be 'quick' or 'full'"),
+        (lambda p: p.update(budget="huge"), r"budget: Input should be 'quick', 'full' or 'speed'"),
+        (
+            lambda p: p["experiments"]["F1"]["budgets"]["speed"].update(model_options={"dropout": 0.1}),
+            r"budgets\.speed\.model_options: model F1 has no option dropout; allowed: batchnorm",
+        ),
+        (lambda p: p["experiments"]["M3"]["budgets"]["speed"].update(validation=2.0), r"between 0 and 1"),
+        (
+            lambda p: p["experiments"]["F1"]["optimizer"].update(schedule="step"),
+            r"optimizer\.schedule: Input should be 'constant' or 'cosine'",
+        ),
         (lambda p: p["experiments"]["F1"].update(validation=1.5), r"between 0 and 1"),
         (lambda p: p["experiments"]["F1"]["optimizer"].update(name="adamax2"), r"optimizer\.name: Input should be"),
         (lambda p: p["experiments"]["F1"].update(augmentation={"rotation_range": 400}), r"rotation_range: .*180"),
@@ -189,3 +198,14 @@ def test_backbone_names_read_without_keras_are_keras_applications() -> None:
 
     constructors = {n for n in dir(keras.applications) if n[0].isupper() and callable(getattr(keras.applications, n))}
     assert set(keras_applications()) == constructors and {"MobileNet", "VGG16", "ResNet50"} <= constructors
+
+
+def test_the_speed_budget_changes_optimizer_model_options_and_validation() -> None:
+    params = parse_params(broken(lambda p: p.update(budget="speed")))
+    f1, seed_recipe = params.recipe("F1"), parse_params(project_params()).recipe("F1")
+    assert f1.model_options == {"batchnorm": True} and f1.validation == "test" and f1.batch_size == 512
+    assert (f1.optimizer.schedule, f1.optimizer.warmup_epochs) == ("cosine", 1.0)  # a section, not a dict
+    assert seed_recipe.optimizer.schedule == "constant" and seed_recipe.model_options == {}
+    c1 = params.recipe("C1")
+    assert c1.model_options == {"batchnorm": True}  # merged over C1's own (none)
+    assert params.recipe("M2").epochs == 12  # no speed recipe: the seed's own

@@ -172,3 +172,28 @@ def test_train_stage_writes_model_card_and_diagram_and_predict_uses_them(tiny_pr
     assert cli(["predict", str(root / "models" / "F1.keras"), str(root / "notes.txt")]) == 2
     assert "not an image file" in capsys.readouterr().err
     assert cli(["predict", str(root / "models" / "F1.keras"), str(root / "big.png"), "--resize"]) == 0
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_by_the_last_epoch() -> None:
+    from cnnlab.training import learning_rate
+
+    plan = f1_recipe(epochs=10, budgets={}, optimizer={"name": "adam", "learning_rate": 0.004, "schedule": "cosine",
+                                           "warmup_epochs": 1})  # fmt: skip
+    schedule = learning_rate(plan, steps_per_epoch=100)
+    values = [float(schedule(step)) for step in (0, 50, 100, 550, 1000)]
+    np.testing.assert_allclose(values, [0.0, 0.002, 0.004, 0.002, 0.0], atol=1e-6)
+    assert learning_rate(f1_recipe(), None) == 0.001  # constant: the recipe's number
+    with pytest.raises(ValueError, match="needs the number of steps per epoch"):
+        learning_rate(plan, None)
+
+
+def test_batchnorm_option_normalizes_every_convolution_of_f1_and_m3() -> None:
+    from cnnlab.models import build_model
+
+    for name, seed_params in (("F1", 89_546), ("M3", None)):
+        plain, normed = build_model(name, (28, 28, 1), 10), build_model(name, (28, 28, 1), 10, batchnorm=True)
+        convs = [layer for layer in normed.layers if isinstance(layer, keras.layers.Conv2D)]
+        norms = [layer for layer in normed.layers if isinstance(layer, keras.layers.BatchNormalization)]
+        assert len(convs) == len(norms) == 3
+        assert normed.count_params() == plain.count_params() + sum(4 * c.filters for c in convs)
+        assert seed_params is None or plain.count_params() == seed_params

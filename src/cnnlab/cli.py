@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from cnnlab import retraining
-from cnnlab.config import ParamsError, load_params
+from cnnlab.config import BUDGETS, ParamsError, load_params
 from cnnlab.datasets import DATASETS
 from cnnlab.files import write_text
 from cnnlab.models import MODELS
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     retrain_parser.add_argument("targets", nargs="*", help="stages to reproduce (default: the whole pipeline)")
     retrain_parser.add_argument("--base", default="main", help="revision to diff metrics and params against")
-    retrain_parser.add_argument("--budget", choices=["quick", "full"], help="set params.yaml's budget first")
+    retrain_parser.add_argument("--budget", choices=BUDGETS, help="set params.yaml's budget first")
     retrain_parser.add_argument("--remote-url", help="DVC remote to use (kept in .dvc/config.local)")
     retrain_parser.add_argument("--no-pull", action="store_true", help="do not dvc pull first")
     retrain_parser.add_argument("--no-push", action="store_true", help="do not dvc push the new outputs")

@@ -13,16 +13,25 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cnnlab.datasets import DATASETS
 from cnnlab.models import MODELS
 
 # Strict: YAML `true` or "3" is not silently taken for an integer.
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]
-Budget = Literal["quick", "full"]
+Budget = Literal["quick", "full", "speed"]
 Loss = Literal["sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy"]
-BUDGETS: tuple[str, ...] = ("quick", "full")
+BUDGETS: tuple[str, ...] = ("quick", "full", "speed")
 FILL_MODES = Literal["nearest", "constant", "reflect", "wrap"]
 
 
@@ -45,8 +54,9 @@ class WithBudgets(Strict):
         override = self.budgets.get(budget)  # type: ignore[call-overload]
         if override is None:
             return self
-        changes = {k: v for k, v in override.model_dump().items() if v is not None and k != "train_samples"}
-        return self.model_copy(update=changes)
+        # Attributes, not model_dump(): a nested section (an optimizer) stays a model.
+        values = {k: getattr(override, k) for k in type(override).model_fields if k != "train_samples"}
+        return self.model_copy(update={k: v for k, v in values.items() if v is not None})
 
     def train_samples(self, budget: str) -> int | None:
         """How many training images `budget` keeps (a stratified subset), or None for all."""
@@ -57,6 +67,9 @@ class WithBudgets(Strict):
 class Optimizer(Strict):
     name: Literal["adam", "rmsprop", "sgd", "adamw", "nadam"] = "adam"
     learning_rate: float = Field(1e-3, gt=0)
+    # "cosine": up from 0 in a straight line over `warmup_epochs`, then down to 0 along a half cosine by the end
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_epochs: float = Field(0, ge=0)
 
 
 class EarlyStopping(Strict):
@@ -98,6 +111,12 @@ class Augmentation(Strict):
         return value
 
 
+def validation_fraction(value: float | str | None) -> float | str | None:
+    if isinstance(value, float) and not 0 < value < 1:
+        raise ValueError(f"validation fraction must be between 0 and 1 (exclusive), got {value}")
+    return value
+
+
 class BudgetOverride(Strict):
     """What a budget changes in an experiment's recipe (unset keeps the recipe's value)."""
 
@@ -105,6 +124,9 @@ class BudgetOverride(Strict):
     train_samples: PositiveInt | None = None
     batch_size: PositiveInt | None = None
     steps_per_execution: PositiveInt | Literal["auto"] | None = None
+    optimizer: Optimizer | None = None  # replaces the recipe's
+    model_options: dict[str, Any] | None = None  # merged over the recipe's
+    validation: Annotated[float | Literal["test"] | None, AfterValidator(validation_fraction)] = None
 
 
 def default_loss(num_classes: int) -> Loss:
@@ -119,7 +141,7 @@ class Experiment(WithBudgets):
     model_options: dict[str, Any] = {}
     # Fraction of the training split held out for validation (stratified, seeded),
     # or "test" to validate on the test set as several seeds do.
-    validation: float | Literal["test"] = 0.2
+    validation: Annotated[float | Literal["test"], AfterValidator(validation_fraction)] = 0.2
     # False: a plain seeded random split, as `train_test_split(..., random_state=seed)` makes it
     stratify: bool = True
     optimizer: Optimizer = Optimizer()
@@ -147,12 +169,15 @@ class Experiment(WithBudgets):
     @model_validator(mode="after")
     def _options_fit_the_model(self) -> Experiment:
         accepted = list(inspect.signature(MODELS[self.model]).parameters)[2:]  # after input_shape, num_classes
-        unknown = sorted(set(self.model_options) - set(accepted))
-        if unknown:
-            raise ValueError(
-                f"model_options: model {self.model} has no option {', '.join(unknown)}; "
-                f"allowed: {', '.join(accepted) or '(none)'}"
-            )
+        where = {"model_options": self.model_options}
+        where |= {f"budgets.{b}.model_options": o.model_options or {} for b, o in self.budgets.items()}
+        for key, options in where.items():
+            unknown = sorted(set(options) - set(accepted))
+            if unknown:
+                raise ValueError(
+                    f"{key}: model {self.model} has no option {', '.join(unknown)}; "
+                    f"allowed: {', '.join(accepted) or '(none)'}"
+                )
         return self
 
     @property
@@ -163,16 +188,13 @@ class Experiment(WithBudgets):
         """The loss to train with: the recipe's, else the one the number of classes calls for."""
         return self.loss if self.loss is not None else default_loss(num_classes)
 
-    @field_validator("validation")
-    @classmethod
-    def _fraction(cls, value: float | str) -> float | str:
-        if isinstance(value, float) and not 0 < value < 1:
-            raise ValueError(f"validation fraction must be between 0 and 1 (exclusive), got {value}")
-        return value
-
     def recipe(self, budget: str) -> Experiment:
-        """The experiment with its budget's overrides applied."""
-        return self.apply_budget(budget)
+        """The experiment with its budget's overrides applied (its model options merged over the recipe's)."""
+        recipe = self.apply_budget(budget)
+        override = self.budgets.get(budget)
+        if override is not None and override.model_options:
+            recipe = recipe.model_copy(update={"model_options": {**self.model_options, **override.model_options}})
+        return recipe
 
 
 ARM_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # used in file names and MLflow run names

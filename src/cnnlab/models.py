@@ -34,6 +34,14 @@ def output_layer(num_classes: int, regularizer: keras.regularizers.Regularizer |
     return keras.layers.Dense(num_classes, activation="softmax", kernel_regularizer=regularizer)
 
 
+def conv_relu(filters: int, size: int, batchnorm: bool = False, **options: object) -> list[keras.layers.Layer]:
+    """Conv2D with ReLU, or Conv2D → BatchNormalization → ReLU (the convolution keeps its bias, as the seeds')."""
+    if batchnorm:
+        conv = keras.layers.Conv2D(filters, size, **options)
+        return [conv, keras.layers.BatchNormalization(), keras.layers.Activation("relu")]
+    return [keras.layers.Conv2D(filters, size, activation="relu", **options)]
+
+
 def _sequential(name: str, input_shape: Sequence[int], body: list[keras.layers.Layer]) -> keras.Model:
     return keras.Sequential([keras.Input(shape=tuple(input_shape)), keras.layers.Rescaling(1 / 255), *body], name=name)
 
@@ -53,14 +61,12 @@ MODELS["M0"] = dense_baseline
 
 
 @register("F1")
-def fashion_cnn(input_shape: Sequence[int], num_classes: int) -> keras.Model:
-    """Seed 000's fashion_mnist_cnn: three same-padded conv/pool blocks (16, 32, 64) and Dense(64)."""
+def fashion_cnn(input_shape: Sequence[int], num_classes: int, batchnorm: bool = False) -> keras.Model:
+    """Seed 000's fashion_mnist_cnn: three same-padded conv/pool blocks (16, 32, 64) and Dense(64);
+    `batchnorm` (not the seed's) normalizes each convolution, for the `speed` budget's large batches."""
     body: list[keras.layers.Layer] = []
     for filters in (16, 32, 64):
-        body += [
-            keras.layers.Conv2D(filters, 3, padding="same", activation="relu"),
-            keras.layers.MaxPooling2D(2, 2, padding="same"),
-        ]
+        body += [*conv_relu(filters, 3, batchnorm, padding="same"), keras.layers.MaxPooling2D(2, 2, padding="same")]
     body += [keras.layers.Flatten(), keras.layers.Dense(64, activation="relu"), output_layer(num_classes)]
     return _sequential("F1", input_shape, body)
 
@@ -114,14 +120,15 @@ def keras_mnist_cnn(input_shape: Sequence[int], num_classes: int) -> keras.Model
 
 
 @register("M3")
-def lenet5_book(input_shape: Sequence[int], num_classes: int) -> keras.Model:
-    """'LeNet-5' as seed 004 codes it: same padding, ReLU, max pooling."""
+def lenet5_book(input_shape: Sequence[int], num_classes: int, batchnorm: bool = False) -> keras.Model:
+    """'LeNet-5' as seed 004 codes it: same padding, ReLU, max pooling; `batchnorm` (not the seed's)
+    normalizes each convolution, for the `speed` budget's large batches."""
     body = [
-        keras.layers.Conv2D(6, 5, padding="same", activation="relu"),
+        *conv_relu(6, 5, batchnorm, padding="same"),
         keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(16, 5, padding="same", activation="relu"),
+        *conv_relu(16, 5, batchnorm, padding="same"),
         keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(120, 5, padding="same", activation="relu"),
+        *conv_relu(120, 5, batchnorm, padding="same"),
         keras.layers.Flatten(),
         keras.layers.Dense(84, activation="relu"),
         output_layer(num_classes),
@@ -160,14 +167,7 @@ def cifar_cnn(
     body: list[keras.layers.Layer] = []
     for filters, rate in zip((32, 64), dropout[:2], strict=True):
         for _ in range(2):
-            if batchnorm:
-                body += [
-                    keras.layers.Conv2D(filters, 3),
-                    keras.layers.BatchNormalization(),
-                    keras.layers.Activation("relu"),
-                ]
-            else:
-                body += [keras.layers.Conv2D(filters, 3, activation="relu")]
+            body += conv_relu(filters, 3, batchnorm)
         body += [keras.layers.MaxPooling2D(2)] + ([keras.layers.Dropout(rate)] if rate else [])
     body += [keras.layers.Flatten(), keras.layers.Dense(512, activation="relu")]
     body += [keras.layers.Dropout(dropout[2])] if dropout[2] else []
@@ -222,16 +222,7 @@ def cifar_blocks(
     body: list[keras.layers.Layer] = [keras.layers.Normalization(axis=-1, name="standardize")]
     for width in filters:
         for _ in range(2):
-            if variant == "batchnorm":
-                body += [
-                    keras.layers.Conv2D(width, 3, padding="same"),
-                    keras.layers.BatchNormalization(),
-                    keras.layers.Activation("relu"),
-                ]
-            else:
-                body += [
-                    keras.layers.Conv2D(width, 3, padding="same", activation="relu", kernel_regularizer=regularizer)
-                ]
+            body += conv_relu(width, 3, variant == "batchnorm", padding="same", kernel_regularizer=regularizer)
         body += [keras.layers.MaxPooling2D(2, 2, padding="same")]
         body += [keras.layers.Dropout(dropout)] if variant == "dropout" else []
     body += [keras.layers.Flatten(), keras.layers.Dense(256, activation="relu"), output_layer(num_classes)]

@@ -73,10 +73,29 @@ def encode_labels(labels: np.ndarray, loss: str, num_classes: int) -> np.ndarray
     return labels
 
 
-def compile_model(model: keras.Model, recipe: Experiment, num_classes: int) -> keras.Model:
-    optimizer = keras.optimizers.get(
-        {"class_name": recipe.optimizer.name, "config": {"learning_rate": recipe.optimizer.learning_rate}}
+def learning_rate(recipe: Experiment, steps_per_epoch: int | None) -> float | keras.optimizers.schedules.CosineDecay:
+    """The recipe's learning rate, or its schedule over the recipe's epochs (which needs the steps per epoch)."""
+    settings = recipe.optimizer
+    if settings.schedule == "constant":
+        return settings.learning_rate
+    if steps_per_epoch is None:
+        raise ValueError(f"a {settings.schedule} learning-rate schedule needs the number of steps per epoch")
+    warmup = round(settings.warmup_epochs * steps_per_epoch)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else settings.learning_rate,
+        decay_steps=max(1, recipe.epochs * steps_per_epoch - warmup),
+        warmup_target=settings.learning_rate if warmup else None,
+        warmup_steps=warmup,
     )
+
+
+def compile_model(
+    model: keras.Model, recipe: Experiment, num_classes: int, steps_per_epoch: int | None = None
+) -> keras.Model:
+    """Compile with the recipe's optimizer, loss and steps per execution; a learning-rate schedule needs
+    `steps_per_epoch`."""
+    optimizer_class = type(keras.optimizers.get(recipe.optimizer.name))
+    optimizer = optimizer_class(learning_rate=learning_rate(recipe, steps_per_epoch))
     steps = backend.steps_per_execution(recipe.steps_per_execution)
     model.compile(
         optimizer=optimizer, loss=recipe.loss_for(num_classes), metrics=["accuracy"], steps_per_execution=steps
@@ -186,7 +205,7 @@ def fit(
     backend.seed_everything(seed)
     x_train, y_train = train
     adapt_normalization(model, x_train.astype("float32"))
-    compile_model(model, recipe, num_classes)
+    compile_model(model, recipe, num_classes, steps_per_epoch=-(-len(x_train) // recipe.batch_size))
     y_train = encode_labels(y_train, recipe.loss_for(num_classes), num_classes)
     validation_data = None  # a final model trained on all the training data has none
     if validation is not None:
