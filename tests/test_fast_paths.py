@@ -1,4 +1,4 @@
-"""The fast paths train exactly as the plain ones: grouped steps (scanned under JAX), asynchronous callbacks."""
+"""The fast paths train exactly as the plain ones: grouped steps (scanned under JAX) and Keras' own."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ import sys
 import textwrap
 from pathlib import Path
 
-import keras
 import numpy as np
 import yaml
 
 from cnnlab import backend
 from cnnlab.config import parse_params
-from cnnlab.training import EpochsToMlflow, StopOnSignal, fit, seeded_model
+from cnnlab.training import fit, seeded_model
 from conftest import ROOT, subset
 
 
@@ -79,12 +78,6 @@ def test_scanned_steps_under_jax_train_as_single_steps(fashion_dir: Path) -> Non
         np.testing.assert_allclose(grouped[name], one[name], rtol=1e-4, err_msg=name)
     assert out["weights"] < 1e-3  # one XLA program for 5 steps rounds a little differently from 5 programs
     assert one["val_accuracy"][-1] > 0.5
-
-
-def test_the_pipeline_callbacks_leave_keras_free_to_dispatch_asynchronously() -> None:
-    # A callback with a batch-end hook makes Keras wait for every step's results (a stall on a GPU).
-    callbacks = keras.callbacks.CallbackList([StopOnSignal(), EpochsToMlflow()])
-    assert callbacks._async_train or not keras.src.backend.IS_THREAD_SAFE
 
 
 def test_auto_groups_steps_on_a_gpu_only() -> None:

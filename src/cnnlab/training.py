@@ -150,11 +150,11 @@ class EpochsToMlflow(mlflow.keras.MlflowCallback):
     """MLflow's Keras callback, logging the optimizer and model summary at the first fit of a run only.
 
     Fine-tuning fits again with a new optimizer, and MLflow refuses to change a logged param.
-    It logs per epoch only, so it tells Keras its batch hook is safe to run asynchronously: a callback with a
-    batch-end hook otherwise makes Keras wait for every step's results, stalling an accelerator.
-    """
 
-    async_safe = True
+    Not marked `async_safe`: Keras would then run batch-end hooks on a thread pool, which a stop signal leaves
+    converting tensors while the stage exits (a train stage died in free() that way, its run left RUNNING).
+    Keras waits for each compiled call's results instead; `steps_per_execution` makes those calls few.
+    """
 
     def __init__(self) -> None:
         super().__init__()
