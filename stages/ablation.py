@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import cnnlab  # noqa: F401
+import keras  # noqa: F401  (Keras, and TensorFlow under it, load before MLflow's libraries, as always)
 
 from cnnlab import stage
 from cnnlab.study_outputs import ablation_outputs, run_study_stage

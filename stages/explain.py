@@ -5,6 +5,7 @@ augmentation preview of one model, as pictures in explain/<id>/ logged to MLflow
 from __future__ import annotations
 
 import cnnlab  # noqa: F401
+import keras  # noqa: F401  (Keras, and TensorFlow under it, load before MLflow's libraries, as always)
 
 import logging
 import time

@@ -5,6 +5,7 @@ score took, and saved as models/<search>.keras for the evaluate stage."""
 from __future__ import annotations
 
 import cnnlab  # noqa: F401
+import keras  # noqa: F401  (Keras, and TensorFlow under it, load before MLflow's libraries, as always)
 
 import json
 

@@ -5,6 +5,7 @@ runs the same, and is the command of a distributed search's workers)."""
 from __future__ import annotations
 
 import cnnlab  # noqa: F401
+import keras  # noqa: F401  (Keras, and TensorFlow under it, load before MLflow's libraries, as always)
 
 from cnnlab import stage
 from cnnlab.tune_run import main

@@ -46,7 +46,7 @@ def test_triggers_inputs_secrets_and_the_command() -> None:
     assert {"params.yaml", "dvc.yaml", "stages/**", "src/**", "**.dvc"} <= set(triggers["push"]["paths"])
     assert triggers["pull_request"]["paths"] == triggers["push"]["paths"]
     budget = triggers["workflow_dispatch"]["inputs"]["budget"]
-    assert budget["options"] == ["full", "quick"] and budget["default"] == "full"
+    assert budget["options"] == ["full", "quick", "speed"] and budget["default"] == "full"
     plan, retrain = workflow["jobs"]["plan"], workflow["jobs"]["retrain"]
     labels = plan["steps"][0]["env"]
     assert "self-hosted" in labels["GPU_RUNNER"] and "ubuntu-latest" in labels["CPU_RUNNER"]
