@@ -151,9 +151,9 @@ class EpochsToMlflow(mlflow.keras.MlflowCallback):
 
     Fine-tuning fits again with a new optimizer, and MLflow refuses to change a logged param.
 
-    Not marked `async_safe`: Keras would then run batch-end hooks on a thread pool, which a stop signal leaves
-    converting tensors while the stage exits (a train stage died in free() that way, its run left RUNNING).
-    Keras waits for each compiled call's results instead; `steps_per_execution` makes those calls few.
+    Not marked `async_safe`: Keras would then run batch-end hooks on a thread pool, which a stop signal could
+    leave converting tensors while the stage exits. Keras waits for each compiled call's results instead;
+    `steps_per_execution` makes those calls few.
     """
 
     def __init__(self) -> None:
