@@ -2,6 +2,7 @@
 """cnnlab's benchmark harness: the pipeline against plain seed scripts, and the pipeline's own overheads.
 
     python benchmarks/run.py training [--experiments F1 M3] [--budget quick|full|speed] [--epochs N] [--seeds 1 2]
+    python benchmarks/run.py study [--study C4] [--parallel 1 5]  a study's folds one at a time against several at once
     python benchmarks/run.py data [--datasets mnist cifar10]     download + preprocess, as stage processes
     python benchmarks/run.py noop [--project DIR]                a `dvc repro` with nothing to do
 
@@ -207,6 +208,59 @@ def training(args: argparse.Namespace) -> None:
     print(f"\nsaved {save(args, {'budget': args.budget, 'results': figures})}")
 
 
+# ---- study: a study's trainings one at a time against several at once ----
+
+
+def study_once(project: Path, params: object, study_id: str, parallel: int) -> tuple:
+    """Run the study from scratch in a scratch folder (its own ledger and MLflow store, the project's prepared
+    data): nothing is resumed and nothing of the project's is touched."""
+    import mlflow
+
+    from cnnlab.stage import Paths
+    from cnnlab.study import StudyPlan
+
+    kind = "ablation" if study_id in params.ablation else "crossval"
+    with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmp:
+        scratch = Paths(Path(tmp))
+        (scratch.root / "data").mkdir()
+        (scratch.root / "data" / "prepared").symlink_to(project / "data" / "prepared")
+        mlflow.set_tracking_uri(f"sqlite:///{scratch.root / 'mlflow.db'}")
+        plan = StudyPlan.make(kind, study_id, params, scratch)
+        with plan.parent_run(params, scratch, {}):
+            return plan, plan.train_all(params.seed, parallel)
+
+
+def study(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from cnnlab import backend
+    from cnnlab.config import load_params
+
+    project = Path(args.project).resolve()
+    params = load_params(project / "params.yaml")
+    if args.budget:
+        params = params.model_copy(update={"budget": args.budget})
+    backend.share_the_device()
+    rows, figures = [], []
+    for parallel in args.parallel:
+        plan, run = study_once(project, params, args.study, parallel)
+        scores = [(s.arm, s.fold, s.val_accuracy, s.val_loss) for s in run.scores]
+        same = not figures or scores == figures[0]["scores"]
+        cells = {arm: float(np.mean([s.val_accuracy for s in run.scores if s.arm == arm])) for arm in plan.arms}
+        mean_cell = f"{100 * np.mean(list(cells.values())):.2f}%"
+        rows.append([args.study, parallel, len(scores), f"{run.wall_seconds:.1f}", f"{run.trainings_per_minute:.2f}",
+                     mean_cell, "yes" if same else "NO"])  # fmt: skip
+        figures.append({"parallel": parallel, "wall_seconds": run.wall_seconds, "cell_accuracy": cells,
+                        "scores": scores, "same_scores_as_first": same})  # fmt: skip
+        print(f"{args.study}, {parallel} at once: {run.wall_seconds:.1f} s, same scores: {same}", flush=True)
+    print(markdown(["study", "at once", "trainings", "wall s", "trainings/min", "mean cell accuracy", "same scores"],
+                   rows))  # fmt: skip
+    if len(figures) > 1:
+        ratio = figures[0]["wall_seconds"] / figures[-1]["wall_seconds"]
+        print(f"\nspeed-up of {args.parallel[-1]} at once over {args.parallel[0]}: {ratio:.2f}x")
+    print(f"\nsaved {save(args, {'study': args.study, 'budget': params.study_budget(args.study), 'runs': figures})}")
+
+
 # ---- data: download + preprocess of each data set, as the stage processes DVC runs ----
 
 
@@ -281,12 +335,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="which arms to run, in this order",
     )
     train.add_argument("--seeds", nargs="+", type=int, help="initial-weight seeds (default: params.yaml's seed)")
+    studies = commands.add_parser("study", help="a study's trainings one at a time against several at once")
+    studies.add_argument("--study", default="C4", help="a crossval or ablation id of params.yaml")
+    studies.add_argument("--budget", choices=["quick", "full", "speed"], help="default: params.yaml's")
+    studies.add_argument("--parallel", nargs="+", type=int, default=[1, 2], help="trainings at once, one run each")
     datasets = commands.add_parser("data", help="download + preprocess, as stage processes")
     datasets.add_argument("--datasets", nargs="+", default=["fashion_mnist", "mnist", "cifar10", "cats_vs_dogs"])
     repro = commands.add_parser("noop", help="`dvc repro` with nothing to do")
     repro.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
-    {"training": training, "data": data, "noop": noop}[args.command](args)
+    {"training": training, "study": study, "data": data, "noop": noop}[args.command](args)
 
 
 if __name__ == "__main__":

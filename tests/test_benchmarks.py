@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, prepared_project
@@ -66,3 +67,21 @@ def test_data_benchmark_runs_the_stages_within_the_memory_limit(tmp_path: Path, 
     assert [(s["dataset"], s["stage"]) for s in out["stages"]] == [("mnist", "download"), ("mnist", "preprocess")]
     assert 0 < out["peak_mib"] < 3 * 1024  # issue 9: under 3 GiB
     assert "| all | download + preprocess |" in out["stdout"]
+
+
+@pytest.mark.slow
+def test_study_benchmark_runs_the_folds_one_and_two_at_once(tmp_path: Path, fashion: dict) -> None:
+    def tiny_ablation(raw: dict) -> None:
+        raw["ablation"]["C4"]["design"] = ["augmentation"]  # random batches, drawn in each process alike
+        raw["ablation"]["C4"]["budgets"]["quick"] = {"dataset": "fashion_mnist", "epochs": 2, "batch_size": 16, "k": 2}
+
+    prepared_project(tmp_path, fashion, tiny_ablation, train_size=400, test_size=100)
+    out = harness(["--project", str(tmp_path), "--results", str(tmp_path / "results"), "study", "--study", "C4",
+                   "--parallel", "1", "2"])  # fmt: skip
+    one, two = out["runs"]
+    assert (one["parallel"], two["parallel"]) == (1, 2)
+    assert two["scores"] == one["scores"] and two["same_scores_as_first"]
+    assert [s[:2] for s in one["scores"]] == [["0", 1], ["0", 2], ["1", 1], ["1", 2]]
+    assert np.mean(list(one["cell_accuracy"].values())) > 0.3  # chance is 0.1
+    assert "| C4 | 2 | 4 |" in out["stdout"] and "speed-up of 2 at once over 1" in out["stdout"]
+    assert not (tmp_path / "folds").exists()  # the project's own ledger is not touched

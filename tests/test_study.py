@@ -68,6 +68,7 @@ def test_batch_normalization_is_a_fourth_factor() -> None:
         (lambda r: r["crossval"]["C3"]["variants"].update({"a b": {}}), r"letters, digits"),
         (lambda r: r["crossval"]["C3"]["recipe"].update(callbacks={"checkpoint_best": True}), r"sets callbacks"),
         (lambda r: r["crossval"]["C3"]["folds"].update(k=1), r"crossval\.C3\.folds\.k"),
+        (lambda r: r["ablation"]["C4"].update(parallel=0), r"ablation\.C4\.parallel"),
     ],
 )  # fmt: skip
 def test_a_bad_study_is_refused_before_any_training(edit, message: str) -> None:

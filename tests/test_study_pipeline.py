@@ -1,5 +1,5 @@
-"""End to end: the crossval and ablation stages under `dvc repro`, an ablation killed in the middle and resumed,
-then what DVC and MLflow hold."""
+"""End to end: the crossval and ablation stages under `dvc repro`, an ablation (two folds at once) killed in the
+middle and resumed, then what DVC and MLflow hold."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ def tiny_studies(params: dict) -> None:
     tiny = {"epochs": 2, "batch_size": 32, "train_samples": 900, "k": FOLDS}
     params["crossval"]["C3"]["budgets"]["quick"] = tiny
     params["ablation"]["C4"]["budgets"]["quick"] = tiny
+    params["ablation"]["C4"]["parallel"] = 2  # the ablation's folds train on worker processes, C3's in the stage
 
 
 def finished(project: Path) -> dict[str, str]:

@@ -46,6 +46,21 @@ def device() -> str:
     return "cpu"
 
 
+def share_the_device() -> None:
+    """Let processes started from now on share one GPU: each takes device memory as it needs it, instead of
+    JAX's default of 75% or TensorFlow's of all of it at start-up (a setting they read when they start)."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+
+
+def trainings_at_once(setting: int | str, folds: int) -> int:
+    """A study's `parallel` as a number: "auto" trains all of an arm's folds at once on a GPU (small models
+    leave it idle most of the time) and one at a time on a CPU (one training already uses every core)."""
+    if setting != "auto":
+        return int(setting)
+    return folds if device().startswith("gpu") else 1
+
+
 def steps_per_execution(setting: int | str) -> int:
     """A recipe's `steps_per_execution` as a number: "auto" is 16 on a GPU and 1 on a CPU (where grouping steps
     gains nothing: docs/performance.md)."""

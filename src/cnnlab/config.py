@@ -239,6 +239,9 @@ class Study(WithBudgets):
     folds: Folds = Folds()
     budgets: dict[Budget, StudyBudget] = {}
     budget: Budget | None = None  # this study's own budget whatever the global `budget` says
+    # Folds of an arm trained at once, in worker processes ("auto": all of them on a GPU, one on a CPU).
+    # Scores do not depend on it, so a study interrupted with one setting resumes with another.
+    parallel: PositiveInt | Literal["auto"] = "auto"
 
     def arm_changes(self) -> dict[str, dict[str, Any]]:
         """Arm name -> the recipe changes that make it."""

@@ -3,6 +3,10 @@
 MLflow: the stage's run (`crossval@C3`) is the parent, each arm a child (`C3/dropout`), each fold a
 grandchild (`C3/dropout/fold2`) with its own params and per-epoch metrics.
 
+Trainings at once (`parallel`): the folds of an arm can train side by side in worker processes (spawned, so
+each has its own backend state), which keeps a GPU busy with models too small to fill it. Every training is
+seeded alone, so a fold's score is the same whichever way it ran.
+
 Resuming: every finished training is recorded at once in `folds/<study>/<arm>/fold<i>.json` (written
 atomically), with a fingerprint of everything its score depends on: the arms' recipes, folds, seed,
 sample count, data and code. An interrupted study run again with the same fingerprint skips the finished
@@ -16,18 +20,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
+import multiprocessing.pool
+import tempfile
 import time
-from collections.abc import Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import keras  # noqa: F401  (a worker process imports this module first: TensorFlow loads before MLflow)
 import mlflow
 import numpy as np
+from mlflow.entities import RunInfo
 
 import cnnlab
-from cnnlab import stage
+from cnnlab import backend, stage
 from cnnlab.config import Experiment, Params, ParamsError
 from cnnlab.files import combined_hash, sha256_file, write_json
 from cnnlab.prepare import load_prepared
@@ -193,76 +202,67 @@ class StudyPlan:
             self.kind, self.study_id, params, paths, self.data_hash, logged, run_id=self.ledger.run_id("parent")
         )
 
-    def train_all(self, seed: int) -> StudyRun:
-        """Train every arm on every fold, skipping what an interrupted run finished (inside `parent_run`)."""
+    def train_all(self, seed: int, parallel: int = 1) -> StudyRun:
+        """Train every arm on every fold, skipping what an interrupted run finished (inside `parent_run`), with up
+        to `parallel` folds of an arm training at once."""
         parent = mlflow.active_run()
         assert parent is not None, "train_all runs inside parent_run()"
         self.ledger.remember("parent", parent.info.run_id)
+        parallel = max(1, min(parallel, len(self.folds)))
         log.info(
-            "%s: %d arms x %d folds = %d trainings on %d %s images, %d epochs each",
+            "%s: %d arms x %d folds = %d trainings on %d %s images, %d epochs each, %d at once",
             *(self.study_id, len(self.arms), len(self.folds), self.total, len(self.y), self.dataset),
             next(iter(self.arms.values())).epochs,
+            parallel,
         )
         scores: list[FoldScore] = []
         trained, train_seconds, started = 0, 0.0, time.perf_counter()
-        for arm, recipe in self.arms.items():
-            arm_id = self.ledger.run_id(arm)
-            with nested_run(f"{self.study_id}/{arm}", {"arm": arm}, run_id=arm_id) as run:
-                if arm_id is None:
-                    mlflow.log_params({"arm": arm, **flat_recipe(recipe)})
-                self.ledger.remember(arm, run.info.run_id)
-                done = {fold: self.ledger.finished(arm, fold) for fold in range(1, len(self.folds) + 1)}
-                _discard_interrupted(run.info.run_id, {s.run_id for s in done.values() if s})
-                for fold, (train_index, val_index) in enumerate(self.folds, start=1):
-                    score = done[fold]
-                    if score is None:
-                        train = (self.x[train_index], self.y[train_index])
-                        val = (self.x[val_index], self.y[val_index])
-                        score = self._train_and_record(arm, fold, recipe, train, val, seed)
+        with FoldTrainer(self.x, self.y, parallel) as trainer:
+            for arm, recipe in self.arms.items():
+                arm_id = self.ledger.run_id(arm)
+                with nested_run(f"{self.study_id}/{arm}", {"arm": arm}, run_id=arm_id) as run:
+                    if arm_id is None:
+                        mlflow.log_params({"arm": arm, **flat_recipe(recipe)})
+                    self.ledger.remember(arm, run.info.run_id)
+                    done = {fold: self.ledger.finished(arm, fold) for fold in range(1, len(self.folds) + 1)}
+                    _discard_interrupted(run.info.run_id, {s.run_id for s in done.values() if s})
+                    for fold, score in done.items():
+                        if score is not None:
+                            log.info("%s %s fold %d: finished earlier (%.4f), not retrained",
+                                     self.study_id, arm, fold, score.val_accuracy)  # fmt: skip
+                    jobs = [self._job(arm, fold, recipe, run.info, seed, parallel) for fold, s in done.items() if not s]
+                    for score in trainer.scores(jobs):
+                        self.ledger.record(score)  # the fold's run has ended FINISHED: a record means a finished run
+                        done[score.fold] = score
                         trained, train_seconds = trained + 1, train_seconds + score.seconds
-                        self._progress(len(scores) + 1, trained, time.perf_counter() - started, score)
-                    else:
-                        log.info("%s %s fold %d: finished earlier (%.4f), not retrained",
-                                 self.study_id, arm, fold, score.val_accuracy)  # fmt: skip
-                    scores.append(score)
-                arm_scores = [s for s in scores if s.arm == arm]
-                log_fold_means(run.info.run_id, [s.run_id for s in arm_scores])
+                        finished_now = len(scores) + sum(1 for s in done.values() if s)
+                        self._progress(finished_now, trained, time.perf_counter() - started, score)
+                    arm_scores = [s for s in done.values() if s]
+                    scores.extend(arm_scores)
+                    log_fold_means(run.info.run_id, [s.run_id for s in arm_scores])
         result = StudyRun(scores, trained, train_seconds, time.perf_counter() - started)
         mlflow.log_metrics(
             {"trainings_now": trained, "trainings_per_minute": result.trainings_per_minute,
-             "wall_seconds": result.wall_seconds}
+             "wall_seconds": result.wall_seconds, "trainings_at_once": parallel}
         )  # fmt: skip
         return result
 
-    def _train_and_record(
-        self,
-        arm: str,
-        fold: int,
-        recipe: Experiment,
-        train: Arrays,
-        val: Arrays,
-        seed: int,
-    ) -> FoldScore:
-        name = f"{self.study_id}/{arm}/fold{fold}"
-        with nested_run(name, {"arm": arm, "fold": str(fold)}) as run:
-            sizes = {"train_samples": len(train[1]), "val_samples": len(val[1])}
-            mlflow.log_params({"arm": arm, "fold": fold, **sizes, **flat_recipe(recipe)})
-            final, epochs, seconds = train_fold(recipe, train, val, len(self.classes), seed + fold)
-            mlflow.log_metrics({"fold_val_accuracy": final["val_accuracy"], "train_seconds": seconds})
-        score = FoldScore(
+    def _job(self, arm: str, fold: int, recipe: Experiment, arm_run: RunInfo, seed: int, parallel: int) -> FoldJob:
+        train_index, val_index = self.folds[fold - 1]
+        return FoldJob(
+            study_id=self.study_id,
             arm=arm,
             fold=fold,
-            val_accuracy=final["val_accuracy"],
-            val_loss=final["val_loss"],
-            train_accuracy=final["accuracy"],
-            epochs=epochs,
-            seconds=round(seconds, 2),
-            run_id=run.info.run_id,
+            recipe=recipe,
+            train_index=train_index,
+            val_index=val_index,
+            classes=len(self.classes),
+            seed=seed + fold,
+            experiment_id=arm_run.experiment_id,
+            arm_run_id=arm_run.run_id,
             fingerprint=self.ledger.fingerprint,
-            **sizes,
+            verbose=2 if parallel == 1 else 0,  # one training's epochs are readable; several interleaved are not
         )
-        self.ledger.record(score)  # only once the run has ended FINISHED: a record always means a finished run
-        return score
 
     def _progress(self, position: int, trained: int, elapsed: float, score: FoldScore) -> None:
         left = (self.total - position) * elapsed / trained
@@ -280,6 +280,108 @@ def nested_run(name: str, tags: dict[str, str], run_id: str | None = None) -> ml
     return mlflow.start_run(
         run_id=run_id, experiment_id=parent.info.experiment_id, run_name=name, nested=True, tags=tags
     )
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """One training of a study, complete enough to run in another process: the arm's recipe, the fold's rows
+    of the study's images, and the arm run its MLflow run goes under."""
+
+    study_id: str
+    arm: str
+    fold: int
+    recipe: Experiment
+    train_index: np.ndarray
+    val_index: np.ndarray
+    classes: int
+    seed: int
+    experiment_id: str
+    arm_run_id: str
+    fingerprint: str
+    verbose: int
+
+
+def train_job(job: FoldJob, x: np.ndarray, y: np.ndarray) -> FoldScore:
+    """Train one fold as its own MLflow run under its arm's run, and score it."""
+    train = (np.asarray(x[job.train_index]), y[job.train_index])
+    val = (np.asarray(x[job.val_index]), y[job.val_index])
+    sizes = {"train_samples": len(train[1]), "val_samples": len(val[1])}
+    with mlflow.start_run(
+        experiment_id=job.experiment_id,
+        run_name=f"{job.study_id}/{job.arm}/fold{job.fold}",
+        nested=True,
+        parent_run_id=job.arm_run_id,
+        tags={"arm": job.arm, "fold": str(job.fold)},
+    ) as run:
+        mlflow.log_params({"arm": job.arm, "fold": job.fold, **sizes, **flat_recipe(job.recipe)})
+        final, epochs, seconds = train_fold(job.recipe, train, val, job.classes, job.seed, job.verbose)
+        mlflow.log_metrics({"fold_val_accuracy": final["val_accuracy"], "train_seconds": seconds})
+    return FoldScore(
+        arm=job.arm,
+        fold=job.fold,
+        val_accuracy=final["val_accuracy"],
+        val_loss=final["val_loss"],
+        train_accuracy=final["accuracy"],
+        epochs=epochs,
+        seconds=round(seconds, 2),
+        run_id=run.info.run_id,
+        fingerprint=job.fingerprint,
+        **sizes,
+    )
+
+
+# A worker's view of the study's images (memory-mapped, shared with its siblings through the page cache).
+_worker_arrays: dict[str, np.ndarray] = {}
+
+
+def _open_arrays(folder: str, tracking_uri: str) -> None:
+    stage.setup_logging()
+    mlflow.set_tracking_uri(tracking_uri)
+    for name in ("x", "y"):
+        _worker_arrays[name] = np.load(Path(folder) / f"{name}.npy", mmap_mode="r")
+
+
+def _train_in_worker(job: FoldJob) -> FoldScore:
+    return train_job(job, _worker_arrays["x"], _worker_arrays["y"])
+
+
+class FoldTrainer:
+    """Trains fold jobs in this process one after another, or `parallel` at once on worker processes started
+    at the first job (a resumed study with nothing left to train starts none)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, parallel: int):
+        self.x, self.y, self.parallel = x, y, parallel
+        self._pool: multiprocessing.pool.Pool | None = None
+        self._stack = ExitStack()
+
+    def __enter__(self) -> FoldTrainer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()  # stops the workers, a training cut off included
+
+    def scores(self, jobs: list[FoldJob]) -> Iterator[FoldScore]:
+        """The jobs' scores in the order they finish."""
+        if self.parallel == 1 or not jobs:
+            return (train_job(job, self.x, self.y) for job in jobs)
+        if self._pool is None:
+            self._pool = self._stack.enter_context(training_pool(self.x, self.y, self.parallel))
+        return self._pool.imap_unordered(_train_in_worker, jobs)
+
+
+@contextmanager
+def training_pool(x: np.ndarray, y: np.ndarray, workers: int) -> Iterator[multiprocessing.pool.Pool]:
+    """`workers` spawned processes that train study folds; they read the images from one file, not a copy each.
+
+    Spawned, not forked: a forked child would inherit the backend's threads and device state half-initialised.
+    """
+    with tempfile.TemporaryDirectory(prefix="cnnlab-study-") as folder:
+        np.save(Path(folder) / "x.npy", x)
+        np.save(Path(folder) / "y.npy", y)
+        backend.share_the_device()
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(workers, initializer=_open_arrays, initargs=(folder, mlflow.get_tracking_uri())) as pool:
+            yield pool
 
 
 EPOCH_METRICS = ("accuracy", "loss", "val_accuracy", "val_loss")
@@ -315,11 +417,11 @@ def _discard_interrupted(arm_run_id: str, kept: set[str]) -> None:
 
 
 def train_fold(
-    recipe: Experiment, train: Arrays, val: Arrays, classes: int, seed: int
+    recipe: Experiment, train: Arrays, val: Arrays, classes: int, seed: int, verbose: int = 2
 ) -> tuple[dict[str, float], int, float]:
     """Fit a fresh model on the fold's training part only; its last epoch is scored on the held-out part."""
     model = seeded_model(recipe, train[0].shape[1:], classes, seed)
-    result = fit(model, recipe, train, val, classes, seed, [EpochsToMlflow()], verbose=2)
+    result = fit(model, recipe, train, val, classes, seed, [EpochsToMlflow()], verbose=verbose)
     return result.at_kept_epoch(), result.epochs_run, result.seconds
 
 

@@ -281,12 +281,13 @@ def run_study_stage(kind: str, study_id: str, params: Params, paths: Paths, outp
         raise ParamsError(
             f"unknown {kind} study {study_id!r}; params.yaml `{kind}` has: {', '.join(studies) or '(none)'}"
         )
+    backend.share_the_device()  # before this process first asks for the device: the workers may need room on it
     plan = StudyPlan.make(kind, study_id, params, paths)
     study = studies[study_id]
     logged = {"study": study_id, "budget": params.study_budget(study_id), "seed": params.seed}
-    logged |= study.model_dump(mode="json", exclude={"description"})
+    logged |= study.model_dump(mode="json", exclude={"description", "parallel"})  # a resumed run may change it
     with plan.parent_run(params, paths, logged), staged_outputs(paths.root) as out:
-        run = plan.train_all(params.seed)
+        run = plan.train_all(params.seed, backend.trainings_at_once(study.parallel, len(plan.folds)))
         for path in outputs(plan, run, params, out, paths):
             mlflow.log_artifact(str(path))
         metrics = json_metrics(out, paths.metrics(study_id) / f"{kind}.json")
