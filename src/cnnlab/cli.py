@@ -1,5 +1,5 @@
-"""The `cnnlab` command: check params, list what is built in, open the MLflow UI, predict, list a model's layers,
-report, retrain as CI does."""
+"""The `cnnlab` command: check params, list what is built in, open the MLflow UI, predict, detect objects, list a
+model's layers, report, retrain as CI does."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from cnnlab import retraining
-from cnnlab.config import BUDGETS, ParamsError, load_params
+from cnnlab.config import BUDGETS, DetectSettings, ParamsError, load_params
+from cnnlab.darknet import DarknetFileError
 from cnnlab.datasets import DATASETS
 from cnnlab.files import write_text
 from cnnlab.models import MODELS
@@ -115,6 +118,25 @@ def predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def detect(args: argparse.Namespace) -> int:
+    """Objects in images with a Darknet YOLO model through OpenCV: drawn images and detections.json in --out."""
+    from cnnlab.detect import Detector, detect_images, image_files
+
+    try:
+        settings = DetectSettings(input_size=args.input_size, score_threshold=args.score_threshold,
+                                  nms_threshold=args.nms_threshold)  # fmt: skip
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise DarknetFileError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+    detector = Detector.load(Path(args.cfg), Path(args.weights), Path(args.names), settings)
+    report = detect_images(detector, image_files([Path(p) for p in args.images]), Path(args.out))
+    for image in report["images"]:
+        found = ", ".join(f"{d['class']} {d['score']:.1%} at {d['box']}" for d in image["detections"])
+        print(f"{image['image']}: {found or 'nothing above the threshold'}")
+    print(f"drawn images and detections.json in {args.out}/")
+    return 0
+
+
 def layers(args: argparse.Namespace) -> int:
     """A trained model's layers with a backbone's, output shapes, and which ones `explain` can show."""
     from cnnlab.model_cut import CONVOLUTIONS, last_map_layer, walk
@@ -210,6 +232,16 @@ def main(argv: list[str] | None = None) -> int:
     predict_parser.add_argument("--chart", help="save a bar chart of the first image's class probabilities here")
     predict_parser.add_argument("--resize", action="store_true", help="resize images to the model's input size")
     predict_parser.set_defaults(run=predict)
+    detect_parser = commands.add_parser("detect", help="detect objects with a Darknet YOLO model (OpenCV DNN)")
+    detect_parser.add_argument("--cfg", required=True, help="the model's Darknet cfg (yolov3.cfg)")
+    detect_parser.add_argument("--weights", required=True, help="its trained weights (yolov3.weights)")
+    detect_parser.add_argument("--names", required=True, help="its class names, one per line (coco.names)")
+    detect_parser.add_argument("images", nargs="+", help="image files or folders of them")
+    detect_parser.add_argument("--out", default="detections", help="folder for the drawn images and detections.json")
+    detect_parser.add_argument("--input-size", type=int, default=448, help="the network's input side (default 448)")
+    detect_parser.add_argument("--score-threshold", type=float, default=0.5, help="best class score above (0.5)")
+    detect_parser.add_argument("--nms-threshold", type=float, default=0.4, help="NMS overlap (IoU) above which (0.4)")
+    detect_parser.set_defaults(run=detect)
     layers_parser = commands.add_parser("layers", help="a trained model's layers (for params' explain section)")
     layers_parser.add_argument("model", help="an experiment id (models/<id>.keras) or a .keras file")
     layers_parser.set_defaults(run=layers)
@@ -252,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ParamsError, PredictInputError, retraining.RetrainError, ServerError) as exc:
+    except (ParamsError, PredictInputError, DarknetFileError, retraining.RetrainError, ServerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

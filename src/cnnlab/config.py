@@ -587,6 +587,49 @@ class Finetune(Strict):
         return self
 
 
+class DetectSettings(Strict):
+    """How a YOLO model is run (seed 004, program 6-12's values by default)."""
+
+    input_size: PositiveInt = 448  # the blob's width and height
+    score_threshold: float = Field(0.5, ge=0, le=1)  # a box's best class score must exceed it
+    nms_threshold: float = Field(0.4, ge=0, le=1)  # NMSBoxes drops a box overlapping a better one by more (IoU)
+    scale: float = Field(1 / 256, gt=0)  # pixel values are multiplied by it
+
+    @field_validator("input_size")
+    @classmethod
+    def _multiple_of_32(cls, value: int) -> int:
+        if value % 32:
+            raise ValueError(f"{value}: YOLO's strides need a multiple of 32 (416, 448, 608)")
+        return value
+
+
+class DetectJob(DetectSettings):
+    """One object-detection run (`dvc repro detect@<id>`): a Darknet model's files and the images to look at."""
+
+    description: str = ""
+    cfg: Path
+    weights: Path
+    names: Path
+    images: list[Path]  # image files or folders of them
+
+    def settings(self) -> DetectSettings:
+        return DetectSettings(**self.model_dump(include=set(DetectSettings.model_fields)))
+
+
+class Detect(Strict):
+    """Object detection with YOLO through OpenCV; `dvc repro` runs a detect stage for each id in `run`."""
+
+    run: list[str] = []
+    jobs: dict[str, DetectJob] = {}
+
+    @model_validator(mode="after")
+    def _run_names_jobs(self) -> Detect:
+        unknown = [name for name in self.run if name not in self.jobs]
+        if unknown:
+            raise ValueError(f"detect.run: no job {', '.join(unknown)}; allowed: {', '.join(self.jobs)}")
+        return self
+
+
 class CustomDataset(Strict):
     """A user's own images: a folder or zip of `<split>/<class>/*.jpg|png`."""
 
@@ -665,6 +708,8 @@ class Params(Strict):
     finetune: Finetune = Finetune()
     # what the explain stages draw of each trained model: feature maps, filter patterns, Grad-CAM, augmentation
     explain: Explain = Explain()
+    # YOLO object detection through OpenCV's DNN module (a detect stage per id in detect.run)
+    detect: Detect = Detect()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Params:

@@ -14,6 +14,7 @@ from typing import Any
 import mlflow
 
 from cnnlab.config import Params, ParamsError, load_params
+from cnnlab.darknet import DarknetFileError
 from cnnlab.download import ChecksumError, DataUnavailableError
 from cnnlab.files import combined_hash
 from cnnlab.loaders import DataFormatError
@@ -22,7 +23,7 @@ from cnnlab.tracking import stage_run
 log = logging.getLogger("cnnlab")
 
 # Errors a user can fix: shown without a traceback, exit code 2.
-USER_ERRORS = (ParamsError, DataUnavailableError, ChecksumError, DataFormatError, FileNotFoundError)
+USER_ERRORS = (ParamsError, DataUnavailableError, ChecksumError, DataFormatError, DarknetFileError, FileNotFoundError)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,10 @@ class Paths:
         """The finished trainings of a study, one record per arm and fold (what an interrupted study resumes from)."""
         return self.root / "folds" / study
 
+    def detections(self, job: str) -> Path:
+        """A detect job's drawn images and detections.json."""
+        return self.root / "detections" / job
+
     def data_hash(self, dataset: str) -> str:
         """A digest of the prepared arrays (their sha256s are recorded in meta.json)."""
         meta = self.prepared(dataset) / "meta.json"
@@ -96,12 +101,14 @@ def mlflow_run(
     is_experiment = target in params.experiments
     is_study = target in params.crossval or target in params.ablation
     is_search = target in params.tune
+    is_detect = target in params.detect.jobs
     budget = params.budget
     if is_experiment or is_study:
         budget = params.budget_of(target) if is_experiment else params.study_budget(target)
     if is_search:
         budget = params.search_budget(target)
     kind = "experiment_id" if is_experiment else "study" if is_study else "search" if is_search else "dataset"
+    kind = "detect_job" if is_detect else kind
     return stage_run(
         stage,
         target,
