@@ -233,9 +233,10 @@ def study_once(project: Path, params: object, study_id: str, parallel: int) -> t
 def study(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from cnnlab import backend
+    from cnnlab import backend, stage
     from cnnlab.config import load_params
 
+    stage.setup_logging()  # the study's progress lines: each training's score and the time left
     project = Path(args.project).resolve()
     params = load_params(project / "params.yaml")
     if args.budget:
