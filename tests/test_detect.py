@@ -23,7 +23,7 @@ from cnnlab.cli import main as cnnlab
 from cnnlab.config import DetectSettings
 from cnnlab.darknet import DarknetFileError, check_pair, read_cfg, read_names, weight_count
 from cnnlab.detect import Detector
-from conftest import copy_project, run
+from conftest import ROOT, copy_project, run
 
 GRID, CELL, CLASSES = 7, 64, 2
 ANCHORS = [(192, 192), (96, 160)]  # pixels of the 448 input
@@ -274,3 +274,9 @@ def test_the_detect_stage_runs_under_dvc_and_logs_to_mlflow(tmp_path: Path) -> N
     again = run(["dvc", "repro", "detect@tiny"], tmp_path, env)
     assert "didn't change, skipping" in again.stdout or "up to date" in again.stdout
     assert yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]["detect@tiny"]["outs"]
+
+
+def test_check_lists_the_detect_jobs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cnnlab(["--params", str(ROOT / "params.yaml"), "check"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("yolov3"))
+    assert "yolov3.cfg at 448, score > 0.5, NMS 0.4" in line and "not in detect.run" in line

@@ -65,6 +65,10 @@ def check(args: argparse.Namespace) -> int:
             + (f", {samples:,} training images" if samples else "")
             + where
         )
+    for job_id, job in params.detect.jobs.items():
+        where = "" if job_id in params.detect.run else " (not in detect.run: `dvc repro` skips it)"
+        print(f"  {job_id:10} detect with {job.cfg.name} at {job.input_size}, score > {job.score_threshold}, "
+              f"NMS {job.nms_threshold}{where}")  # fmt: skip
     return 0
 
 
