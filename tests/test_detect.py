@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from cnnlab.cli import main as cnnlab
-from cnnlab.config import DetectSettings
+from cnnlab.config import DetectSettings, ParamsError, parse_params
 from cnnlab.darknet import DarknetFileError, check_pair, read_cfg, read_names, weight_count
 from cnnlab.detect import Detector
 from conftest import ROOT, copy_project, run
@@ -280,3 +280,10 @@ def test_check_lists_the_detect_jobs(capsys: pytest.CaptureFixture[str]) -> None
     assert cnnlab(["--params", str(ROOT / "params.yaml"), "check"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("yolov3"))
     assert "yolov3.cfg at 448, score > 0.5, NMS 0.4" in line and "not in detect.run" in line
+
+
+def test_an_unknown_job_in_detect_run_is_refused() -> None:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["detect"]["run"] = ["yolov4"]
+    with pytest.raises(ParamsError, match=r"detect\.run: no job yolov4; allowed: yolov3"):
+        parse_params(raw)

@@ -573,6 +573,13 @@ class Transfer(Experiment):
         return self
 
 
+def check_run_list(where: str, kind: str, run: list[str], defined: dict[str, Any]) -> None:
+    """A `run` list (the ids `dvc repro` runs) may only name ids its section defines."""
+    unknown = [name for name in run if name not in defined]
+    if unknown:
+        raise ValueError(f"{where}: no {kind} {', '.join(unknown)}; allowed: {', '.join(defined)}")
+
+
 class Finetune(Strict):
     """Transfer-learning recipes; `dvc repro` runs a finetune and an evaluate stage for each id in `run`."""
 
@@ -581,9 +588,7 @@ class Finetune(Strict):
 
     @model_validator(mode="after")
     def _run_names_recipes(self) -> Finetune:
-        unknown = [name for name in self.run if name not in self.recipes]
-        if unknown:
-            raise ValueError(f"finetune.run: no recipe {', '.join(unknown)}; allowed: {', '.join(self.recipes)}")
+        check_run_list("finetune.run", "recipe", self.run, self.recipes)
         return self
 
 
@@ -624,9 +629,7 @@ class Detect(Strict):
 
     @model_validator(mode="after")
     def _run_names_jobs(self) -> Detect:
-        unknown = [name for name in self.run if name not in self.jobs]
-        if unknown:
-            raise ValueError(f"detect.run: no job {', '.join(unknown)}; allowed: {', '.join(self.jobs)}")
+        check_run_list("detect.run", "job", self.run, self.jobs)
         return self
 
 
