@@ -2,18 +2,55 @@
 
 Images divided by 255 outside the model, a `Sequential` of the seed's layers, `compile` and `fit` with the
 recipe's optimizer, batch size and epochs. Augmented recipes put Keras 3's preprocessing layers at the front of
-the model, as Keras 3 (which has no ImageDataGenerator) teaches.
+the model, as Keras 3 (which has no ImageDataGenerator) teaches, one layer per ImageDataGenerator option:
+
+| ImageDataGenerator        | Keras 3 layer                                        |
+|---------------------------|------------------------------------------------------|
+| rotation_range (degrees)  | RandomRotation(degrees / 360)                        |
+| width/height_shift_range  | RandomTranslation(height, width)                     |
+| shear_range (degrees)     | RandomShear(tan(angle)) (a fraction of the image)    |
+| zoom_range z              | RandomZoom((-z, z), (-z, z)): scale in [1-z, 1+z]    |
+| horizontal/vertical_flip  | RandomFlip                                           |
+| brightness_range (lo, hi) | RandomBrightness((lo-1, hi-1)) (additive)            |
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import keras
 from keras import layers
 
-from cnnlab.augment import augmentation_layers
-from cnnlab.config import Experiment
+from cnnlab.config import Augmentation, Experiment
+
+
+def augmentation_layers(options: Augmentation, seed: int) -> list[layers.Layer]:
+    """One preprocessing layer per option that is switched on, in ImageDataGenerator's order."""
+    fill = options.fill_mode
+    out: list[layers.Layer] = []
+    if options.rotation_range:
+        out.append(layers.RandomRotation(options.rotation_range / 360, fill_mode=fill, seed=seed))
+    if options.width_shift_range or options.height_shift_range:
+        out.append(
+            layers.RandomTranslation(
+                options.height_shift_range, options.width_shift_range, fill_mode=fill, seed=seed + 1
+            )
+        )
+    if options.shear_range:
+        factor = math.tan(math.radians(options.shear_range))
+        out.append(layers.RandomShear(x_factor=factor, y_factor=factor, fill_mode=fill, seed=seed + 2))
+    if options.zoom_range:
+        z = options.zoom_range
+        out.append(layers.RandomZoom((-z, z), (-z, z), fill_mode=fill, seed=seed + 3))
+    flips = "horizontal_and_vertical" if options.horizontal_flip and options.vertical_flip else None
+    flips = flips or ("horizontal" if options.horizontal_flip else "vertical" if options.vertical_flip else None)
+    if flips:
+        out.append(layers.RandomFlip(flips, seed=seed + 4))
+    if options.brightness_range:
+        lo, hi = options.brightness_range
+        out.append(layers.RandomBrightness((lo - 1, hi - 1), value_range=(0, 1), seed=seed + 5))
+    return out
 
 
 def fashion_cnn() -> list[layers.Layer]:  # seed 000

@@ -24,21 +24,25 @@ def recipe(exp_id: str, **changes):
     return parse_params(raw).recipe(exp_id)
 
 
-def train_both(exp_id: str, fashion: dict, steps: int) -> tuple:
+SHIFT_AND_FLIP = {"width_shift_range": 0.1, "height_shift_range": 0.1, "horizontal_flip": True}
+
+
+def train_both(exp_id: str, fashion: dict, steps: int, **changes) -> tuple:
     """One step per call, then `steps` per call: same seed, same data, same recipe otherwise."""
     train, val = subset(fashion["train"], 1000), subset(fashion["test"], 300)
     results = []
     for grouped in (1, steps):
-        plan = recipe(exp_id, epochs=2, budgets={}, batch_size=64, steps_per_execution=grouped)
+        plan = recipe(exp_id, epochs=2, budgets={}, batch_size=64, steps_per_execution=grouped, **changes)
         model = seeded_model(plan, (28, 28, 1), 10, 3)
         results.append(fit(model, plan, train, val, 10, seed=3, verbose=0))
     return tuple(results)
 
 
 def test_grouped_steps_train_as_single_steps(fashion: dict) -> None:
-    # Under the tests' backend (TensorFlow): Keras' own steps_per_execution loop. M2 has dropout: its random
-    # masks must follow the same sequence too.
-    one, grouped = train_both("F3", fashion, 5)  # 700 images / 64: groups of 5, 5 and 1 steps, the last batch smaller
+    # Under the tests' backend (TensorFlow): Keras' own steps_per_execution loop. F3 has dropout and here
+    # augmentation: their random draws must follow the same sequence too.
+    # 700 images / 64: groups of 5, 5 and 1 steps, the last batch smaller
+    one, grouped = train_both("F3", fashion, 5, augmentation=SHIFT_AND_FLIP)
     assert grouped.history == one.history
     for a, b in zip(one.model.get_weights(), grouped.model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -55,12 +59,15 @@ from test_fast_paths import train_both
 from cnnlab.loaders import load_idx_folder
 
 assert keras.backend.backend() == "jax", keras.backend.backend()
-one, grouped = train_both("F3", load_idx_folder(__import__("pathlib").Path(sys.argv[2])), 5)
-print(json.dumps({
-    "histories": [one.history, grouped.history],
-    "scanned": grouped.model.train_function.__qualname__,
-    "weights": max(float(np.abs(a - b).max()) for a, b in zip(one.model.get_weights(), grouped.model.get_weights())),
-}))
+from test_fast_paths import SHIFT_AND_FLIP
+
+fashion = load_idx_folder(__import__("pathlib").Path(sys.argv[2]))
+for augmentation in ({}, SHIFT_AND_FLIP):  # augmented: the random transform draws afresh at every scanned step
+    one, grouped = train_both("F3", fashion, 5, augmentation=augmentation)
+    pairs = zip(one.model.get_weights(), grouped.model.get_weights())
+    weights = max(float(np.abs(a - b).max()) for a, b in pairs)
+    print(json.dumps({"histories": [one.history, grouped.history], "weights": weights}))
+print(json.dumps({"scanned": grouped.model.train_function.__qualname__}))
 """
 
 
@@ -71,13 +78,15 @@ def test_scanned_steps_under_jax_train_as_single_steps(fashion_dir: Path) -> Non
         [sys.executable, "-c", code, str(ROOT / "tests"), str(fashion_dir)], env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert out["scanned"].startswith("scanned_train_function")  # the scan ran, not Keras' loop
-    one, grouped = out["histories"]
-    for name in one:
-        np.testing.assert_allclose(grouped[name], one[name], rtol=1e-4, err_msg=name)
-    assert out["weights"] < 1e-3  # one XLA program for 5 steps rounds a little differently from 5 programs
-    assert one["val_accuracy"][-1] > 0.5
+    *runs, last = [json.loads(line) for line in done.stdout.strip().splitlines()[-3:]]
+    assert last["scanned"].startswith("scanned_train_function")  # the scan ran, not Keras' loop
+    for out in runs:
+        one, grouped = out["histories"]
+        for name in one:
+            np.testing.assert_allclose(grouped[name], one[name], rtol=1e-4, err_msg=name)
+        assert out["weights"] < 1e-3  # one XLA program for 5 steps rounds a little differently from 5 programs
+        assert one["val_accuracy"][-1] > 0.5
+    assert runs[0]["histories"][0]["loss"] != runs[1]["histories"][0]["loss"]  # the augmentation did train
 
 
 def test_auto_groups_steps_on_a_gpu_only() -> None:

@@ -1,59 +1,120 @@
-"""Data augmentation: the seeds' ImageDataGenerator options mapped onto Keras 3 preprocessing layers.
+"""Data augmentation: ImageDataGenerator's random transform, drawn per image inside the compiled training step.
 
-| ImageDataGenerator        | Keras 3 layer                                        |
-|---------------------------|------------------------------------------------------|
-| rotation_range (degrees)  | RandomRotation(degrees / 360)                        |
-| width/height_shift_range  | RandomTranslation(height, width)                     |
-| shear_range (degrees)     | RandomShear(tan(angle)) (a fraction of the image)    |
-| zoom_range z              | RandomZoom((-z, z), (-z, z)): scale in [1-z, 1+z]   |
-| horizontal/vertical_flip  | RandomFlip                                           |
-| brightness_range (lo, hi) | RandomBrightness((lo-1, hi-1)) (additive, 0..255)   |
-| fill_mode                 | fill_mode of every geometric layer                   |
+ImageDataGenerator composes rotation, shift, shear and zoom into one affine matrix per image and resamples
+the image once (bilinear, `fill_mode` outside it); flips and a brightness factor follow. `RandomTransform`
+does the same for a whole batch with `keras.ops`, so it runs wherever the training step runs (inside the
+compiled program, on the GPU when there is one) under every backend, instead of on host threads that the
+accelerator waits for.
 
-The augmenter is applied to training batches only, in the input pipeline,
-never inside the model: validation and test data are never augmented, and a
-saved model carries no random layers.
+| option                    | drawn per image                                               |
+|---------------------------|---------------------------------------------------------------|
+| rotation_range (degrees)  | an angle uniform in ±range                                    |
+| width/height_shift_range  | a shift uniform in ±range × the width / height                |
+| shear_range (degrees)     | a shear angle uniform in ±range                               |
+| zoom_range z              | x and y scales, each uniform in [1-z, 1+z] (>1 zooms out)     |
+| horizontal/vertical_flip  | mirrored with probability 1/2                                 |
+| brightness_range (lo, hi) | pixel values × a factor uniform in [lo, hi], clipped to 0..255 |
+
+Training batches only: `training.fit` wraps the network in `AugmentedTraining` for the fit, so validation
+and test data are never augmented and the saved network carries no random layer.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import keras
-from keras import layers
+from keras import ops
 
 from cnnlab.config import Augmentation
 
 
-def augmentation_layers(options: Augmentation, seed: int) -> list[layers.Layer]:
-    """One preprocessing layer per option that is switched on, in ImageDataGenerator's order."""
-    fill = options.fill_mode
-    out: list[layers.Layer] = []
-    if options.rotation_range:
-        out.append(layers.RandomRotation(options.rotation_range / 360, fill_mode=fill, seed=seed))
-    if options.width_shift_range or options.height_shift_range:
-        out.append(
-            layers.RandomTranslation(
-                options.height_shift_range, options.width_shift_range, fill_mode=fill, seed=seed + 1
+def _affine(a: Any, b: Any, c: Any, d: Any, e: Any, f: Any) -> Any:
+    """(n, 3, 3) matrices [[a, b, c], [d, e, f], [0, 0, 1]] from per-image entries of shape (n,)."""
+    zero, one = ops.zeros_like(a), ops.ones_like(a)
+    return ops.reshape(ops.stack([a, b, c, d, e, f, zero, zero, one], axis=-1), (-1, 3, 3))
+
+
+class RandomTransform(keras.layers.Layer):
+    """ImageDataGenerator's `random_transform` for a batch of (n, rows, cols, channels) images in 0..255."""
+
+    def __init__(self, options: Augmentation, seed: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.options = options
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        geometric = options.model_copy(update={"brightness_range": None, "fill_mode": "nearest"})
+        self.geometric = geometric.enabled
+
+    def call(self, images: Any, training: bool = True) -> Any:
+        if not training:
+            return images
+        draws = keras.random.uniform((ops.shape(images)[0], 9), seed=self.seed_generator)
+        if self.geometric:
+            images = ops.image.affine_transform(
+                images,
+                self.transforms(draws, ops.shape(images)[1], ops.shape(images)[2]),
+                interpolation="bilinear",
+                fill_mode=self.options.fill_mode,  # Keras' modes are scipy's, as ImageDataGenerator's
             )
-        )
-    if options.shear_range:
-        factor = math.tan(math.radians(options.shear_range))
-        out.append(layers.RandomShear(x_factor=factor, y_factor=factor, fill_mode=fill, seed=seed + 2))
-    if options.zoom_range:
-        z = options.zoom_range
-        out.append(layers.RandomZoom((-z, z), (-z, z), fill_mode=fill, seed=seed + 3))
-    flips = "horizontal_and_vertical" if options.horizontal_flip and options.vertical_flip else None
-    flips = flips or ("horizontal" if options.horizontal_flip else "vertical" if options.vertical_flip else None)
-    if flips:
-        out.append(layers.RandomFlip(flips, seed=seed + 4))
-    if options.brightness_range:
-        lo, hi = options.brightness_range
-        out.append(layers.RandomBrightness((lo - 1, hi - 1), value_range=(0, 255), seed=seed + 5))
-    return out
+        if self.options.brightness_range:
+            low, high = self.options.brightness_range
+            factor = low + (high - low) * draws[:, 8]
+            images = ops.clip(images * factor[:, None, None, None], 0.0, 255.0)
+        return images
+
+    def transforms(self, draws: Any, rows: int, cols: int) -> Any:
+        """Keras' (n, 8) projective transforms from uniform [0, 1) draws: each maps an output pixel (x, y) to
+        the input point it samples, ImageDataGenerator's rotation · shift · shear · zoom · flip about the
+        image's centre."""
+        o = self.options
+
+        def spread(column: int, limit: float) -> Any:  # uniform in ±limit
+            return (2.0 * draws[:, column] - 1.0) * limit
+
+        angle = spread(0, math.radians(o.rotation_range))
+        shift_x, shift_y = spread(1, o.width_shift_range * cols), spread(2, o.height_shift_range * rows)
+        shear = spread(3, math.radians(o.shear_range))
+        zoom_x, zoom_y = 1.0 + spread(4, o.zoom_range), 1.0 + spread(5, o.zoom_range)
+        none, one = ops.zeros_like(angle), ops.ones_like(angle)
+        flip_x = ops.where(draws[:, 6] < 0.5, -one, one) if o.horizontal_flip else one
+        flip_y = ops.where(draws[:, 7] < 0.5, -one, one) if o.vertical_flip else one
+        cx, cy = none + (cols - 1) / 2, none + (rows - 1) / 2
+        cos, sin = ops.cos(angle), ops.sin(angle)
+        steps = [
+            _affine(one, none, cx, none, one, cy),  # back from centred coordinates
+            _affine(cos, sin, none, -sin, cos, none),
+            _affine(one, none, shift_x, none, one, shift_y),
+            _affine(ops.cos(shear), none, none, -ops.sin(shear), one, none),
+            _affine(zoom_x * flip_x, none, none, none, zoom_y * flip_y, none),
+            _affine(one, none, -cx, none, one, -cy),  # to coordinates about the centre
+        ]
+        matrix = steps[0]
+        for step in steps[1:]:
+            matrix = ops.matmul(matrix, step)
+        return ops.reshape(matrix, (-1, 9))[:, :8]
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
 
 
-def build_augmenter(options: Augmentation, seed: int) -> keras.Sequential | None:
-    """A Sequential of the configured layers, or None when augmentation is off."""
-    stack = augmentation_layers(options, seed)
-    return keras.Sequential(stack, name="augmentation") if stack else None
+class AugmentedTraining(keras.Model):
+    """Trains `network` on batches `augmenter` transforms first, inside the compiled step; evaluation and
+    prediction see the images unchanged. The weights are the network's own variables."""
+
+    def __init__(self, network: keras.Model, augmenter: RandomTransform, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.network, self.augmenter = network, augmenter
+
+    def build(self, input_shape: tuple) -> None:
+        self.augmenter.build(input_shape)  # the network comes built
+
+    def call(self, images: Any, training: bool = False) -> Any:
+        if training:
+            images = self.augmenter(images, training=True)
+        return self.network(images, training=training)
+
+
+def build_augmenter(options: Augmentation, seed: int) -> RandomTransform | None:
+    """The random transform of `options`, or None when augmentation is off."""
+    return RandomTransform(options, seed, name="augmentation") if options.enabled else None

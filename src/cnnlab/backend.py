@@ -88,30 +88,6 @@ def seed_everything(seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def augmented_tf_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, augmenter: keras.Sequential, seed: int) -> Any:
-    """Shuffled, batched, augmented training batches in a tf.data pipeline on CPU threads.
-
-    Keras preprocessing layers run inside tf.data under any backend.
-    """
-    import tensorflow as tf
-
-    def augment(images: Any, labels: Any) -> tuple[Any, Any]:
-        # Layer by layer: each preprocessing layer switches to TensorFlow inside tf.data, a Sequential does not
-        # (under JAX it would hand tf.data's symbolic tensors to jax.numpy).
-        images = tf.cast(images, "float32")
-        for layer in augmenter.layers:
-            images = layer(images, training=True)
-        return images, labels
-
-    return (
-        tf.data.Dataset.from_tensor_slices((x, y))
-        .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
-        .map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-
-
 def input_gradient(score: Callable[[Any], Any], x: np.ndarray) -> np.ndarray:
     """d sum(score(x)) / dx as a NumPy array, under the running backend.
 

@@ -86,7 +86,7 @@ class Callbacks(Strict):
 
 
 class Augmentation(Strict):
-    """The seeds' ImageDataGenerator options, carried out by Keras preprocessing layers."""
+    """The seeds' ImageDataGenerator options, carried out in the training step (augment.py)."""
 
     rotation_range: float = Field(0.0, ge=0, le=180)
     width_shift_range: float = Field(0.0, ge=0, lt=1)

@@ -14,7 +14,7 @@ import mlflow
 import numpy as np
 
 from cnnlab import backend
-from cnnlab.augment import build_augmenter
+from cnnlab.augment import AugmentedTraining, build_augmenter
 from cnnlab.config import Experiment
 from cnnlab.models import adapt_normalization, build_model
 from cnnlab.tracking import raise_if_stop_requested
@@ -90,12 +90,17 @@ def learning_rate(recipe: Experiment, steps_per_epoch: int | None) -> float | ke
 
 
 def compile_model(
-    model: keras.Model, recipe: Experiment, num_classes: int, steps_per_epoch: int | None = None
+    model: keras.Model,
+    recipe: Experiment,
+    num_classes: int,
+    steps_per_epoch: int | None = None,
+    optimizer: keras.optimizers.Optimizer | None = None,
 ) -> keras.Model:
-    """Compile with the recipe's optimizer, loss and steps per execution; a learning-rate schedule needs
-    `steps_per_epoch`."""
-    optimizer_class = type(keras.optimizers.get(recipe.optimizer.name))
-    optimizer = optimizer_class(learning_rate=learning_rate(recipe, steps_per_epoch))
+    """Compile with the recipe's optimizer (or `optimizer`), loss and steps per execution; a learning-rate
+    schedule needs `steps_per_epoch`."""
+    if optimizer is None:
+        optimizer_class = type(keras.optimizers.get(recipe.optimizer.name))
+        optimizer = optimizer_class(learning_rate=learning_rate(recipe, steps_per_epoch))
     steps = backend.steps_per_execution(recipe.steps_per_execution)
     model.compile(
         optimizer=optimizer, loss=recipe.loss_for(num_classes), metrics=["accuracy"], steps_per_execution=steps
@@ -104,36 +109,20 @@ def compile_model(
     return model
 
 
-class AugmentedBatches(keras.utils.PyDataset):
-    """Shuffled, augmented batches for backends without TensorFlow's tf.data."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, augmenter: keras.Sequential, seed: int):
-        super().__init__()
-        self.x, self.y, self.batch_size, self.augmenter = x, y, batch_size, augmenter
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(x))
-
-    def __len__(self) -> int:
-        return -(-len(self.x) // self.batch_size)
-
-    def __getitem__(self, i: int) -> tuple[Any, np.ndarray]:
-        rows = self.order[i * self.batch_size : (i + 1) * self.batch_size]
-        images = self.augmenter(self.x[rows].astype("float32"), training=True)
-        return images, self.y[rows]
-
-    def on_epoch_end(self) -> None:
-        self.order = self.rng.permutation(len(self.x))
-
-
-def training_inputs(x: np.ndarray, y: np.ndarray, recipe: Experiment, seed: int) -> dict[str, Any]:
-    """The `fit` arguments that feed training batches (augmented when the recipe says so)."""
+def trainer(model: keras.Model, recipe: Experiment, num_classes: int, seed: int) -> keras.Model:
+    """What `fit` trains: the compiled `model` itself, or, for an augmented recipe, `model` behind its random
+    transform (augment.py), compiled with the model's own optimizer so the model keeps the trained state."""
     augmenter = build_augmenter(recipe.augmentation, seed)
     if augmenter is None:
-        return {"x": x.astype("float32"), "y": y, "batch_size": recipe.batch_size, "shuffle": True}
-    # Both shuffle by themselves, every epoch.
-    if backend.tensorflow_installed():
-        return {"x": backend.augmented_tf_dataset(x, y, recipe.batch_size, augmenter, seed), "shuffle": False}
-    return {"x": AugmentedBatches(x, y, recipe.batch_size, augmenter, seed), "shuffle": False}
+        return model
+    wrapped = AugmentedTraining(model, augmenter)
+    return compile_model(wrapped, recipe, num_classes, optimizer=model.optimizer)
+
+
+def training_inputs(x: np.ndarray, y: np.ndarray, recipe: Experiment) -> dict[str, Any]:
+    """The `fit` arguments that feed training batches: the arrays themselves, shuffled every epoch (augmentation
+    happens in the compiled step, see `trainer`)."""
+    return {"x": x.astype("float32"), "y": y, "batch_size": recipe.batch_size, "shuffle": True}
 
 
 class StopOnSignal(keras.callbacks.Callback):
@@ -162,7 +151,10 @@ class EpochsToMlflow(mlflow.keras.MlflowCallback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if not self._began:
+            trained = self.model
+            self.set_model(getattr(trained, "network", trained))  # the network's summary, not its training wrapper's
             super().on_train_begin(logs)
+            self.set_model(trained)
             self._began = True
 
 
@@ -216,8 +208,8 @@ def fit(
     with tempfile.TemporaryDirectory(prefix="cnnlab-ckpt-") as tmp:
         checkpoint = Path(tmp) / "best.weights.h5"
         started = time.perf_counter()
-        history = model.fit(
-            **training_inputs(x_train, y_train, recipe, seed),
+        history = trainer(model, recipe, num_classes, seed).fit(
+            **training_inputs(x_train, y_train, recipe),
             validation_data=validation_data,
             epochs=initial_epoch + recipe.epochs,
             initial_epoch=initial_epoch,

@@ -33,7 +33,7 @@ from cnnlab.files import combined_hash, write_json
 from cnnlab.search_space import trial_recipe
 from cnnlab.study import code_version
 from cnnlab.tracking import child_runs
-from cnnlab.training import Arrays, EpochsToMlflow, StopOnSignal, compile_model, seeded_model, training_inputs
+from cnnlab.training import Arrays, EpochsToMlflow, StopOnSignal, compile_model, seeded_model, trainer, training_inputs
 
 log = logging.getLogger("cnnlab.tune")
 STATE_FILE = "search.json"
@@ -91,7 +91,9 @@ class SearchHyperModel(kt.HyperModel):
         callbacks = [*kwargs.pop("callbacks", []), EpochsToMlflow(), StopOnSignal()]
         if mlflow.active_run() is not None:
             mlflow.log_metric("params", model.count_params())
-        return model.fit(**training_inputs(x, y, recipe, self.seed), callbacks=callbacks, **kwargs)
+        return trainer(model, recipe, self.num_classes, self.seed).fit(
+            **training_inputs(x, y, recipe), callbacks=callbacks, **kwargs
+        )
 
 
 class TrialRuns:
