@@ -7,7 +7,6 @@ library speaks `keras` and `keras.ops`, so the same stages run under
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Callable
 from typing import Any
@@ -18,10 +17,6 @@ import numpy as np
 
 def name() -> str:
     return keras.backend.backend()
-
-
-def tensorflow_installed() -> bool:
-    return importlib.util.find_spec("tensorflow") is not None
 
 
 def device() -> str:
