@@ -13,7 +13,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from cnnlab.tracking import stage_run
+from cnnlab.tracking import stage_run, stops_at_safe_points
 from cnnlab.training import StopOnSignal
 
 
@@ -95,6 +95,40 @@ def test_a_ctrl_c_that_python_swallowed_still_stops_training(tmp_path: Path, ctr
     (failed,) = mlflow.search_runs(experiment_names=["cnnlab"], output_format="list")
     assert failed.info.status == "FAILED"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after the stage
+
+
+def test_a_stop_during_training_waits_for_the_next_batch(tmp_path: Path) -> None:
+    """Inside `stops_at_safe_points` (every fit) a SIGTERM does not raise where it lands, which could be half way
+    through TensorFlow's own Python code, but at the next batch, and the run is still marked FAILED."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    reached = []
+
+    class SignalMidStep(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            if batch == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+                reached.append(batch)  # the handler has run: it did not raise here
+
+    def train() -> None:
+        with stops_at_safe_points():
+            model.fit(np.zeros((32, 2)), np.zeros(32), batch_size=4, epochs=5, verbose=0,
+                      callbacks=[SignalMidStep(), StopOnSignal()])  # fmt: skip
+
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        run(tmp_path, body=train)
+    assert reached == [1] and model.optimizer.iterations.numpy() == 2  # stopped before the third batch
+    (failed,) = mlflow.search_runs(experiment_names=["cnnlab"], output_format="list")
+    assert failed.info.status == "FAILED"
+
+    def signal_at_the_end() -> None:
+        with stops_at_safe_points():
+            os.kill(os.getpid(), signal.SIGTERM)
+            reached.append("after the signal")
+
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):  # no batch came: leaving the block raises it
+        run(tmp_path / "again", body=signal_at_the_end)
+    assert reached == [1, "after the signal"]
 
 
 def test_a_signal_ignored_by_nohup_stays_ignored_during_the_stage(tmp_path: Path) -> None:

@@ -78,6 +78,7 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _stop_requested: list[signal.Signals] = []  # the stop signals this stage has received
+_at_safe_points: list[bool] = []  # while set, a stop signal is recorded here and raised at the next safe point
 
 
 def safe_metric_name(name: str) -> str:
@@ -94,7 +95,25 @@ def child_runs(parent_run_id: str) -> list[mlflow.entities.Run]:
 
 def _raise_on_signal(signum: int, frame: Any) -> None:
     _stop_requested.append(signal.Signals(signum))
-    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+    if not _at_safe_points:
+        raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def stops_at_safe_points() -> Iterator[None]:
+    """Inside, a stop signal is recorded rather than raised where it lands: `raise_if_stop_requested` raises
+    it (training calls it before every batch), and so does leaving the block.
+
+    Raised where it lands, the KeyboardInterrupt can cut through TensorFlow's Python code half way (a
+    `__del__` freeing a native object, an iterator being built): a train stage SIGTERM'd as an epoch began
+    died of heap corruption ("malloc_consolidate(): invalid chunk size") before it could mark its run FAILED.
+    """
+    _at_safe_points.append(True)
+    try:
+        yield
+    finally:
+        _at_safe_points.pop()
+    raise_if_stop_requested()
 
 
 def raise_if_stop_requested() -> None:

@@ -17,7 +17,7 @@ from cnnlab import backend
 from cnnlab.augment import AugmentedTraining, build_augmenter
 from cnnlab.config import Experiment
 from cnnlab.models import adapt_normalization, build_model
-from cnnlab.tracking import raise_if_stop_requested
+from cnnlab.tracking import raise_if_stop_requested, stops_at_safe_points
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +126,16 @@ def training_inputs(x: np.ndarray, y: np.ndarray, recipe: Experiment) -> dict[st
 
 
 class StopOnSignal(keras.callbacks.Callback):
-    """Stops training at the next batch after a stop signal, even one Python swallowed.
+    """Stops training (or its validation) at the next batch after a stop signal, even one Python swallowed
+    or one `stops_at_safe_points` held back.
 
-    A batch-begin hook: Keras keeps dispatching batch-end logs asynchronously.
+    Batch-begin hooks: Keras keeps dispatching batch-end logs asynchronously.
     """
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        raise_if_stop_requested()
+
+    def on_test_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         raise_if_stop_requested()
 
 
@@ -208,14 +212,15 @@ def fit(
     with tempfile.TemporaryDirectory(prefix="cnnlab-ckpt-") as tmp:
         checkpoint = Path(tmp) / "best.weights.h5"
         started = time.perf_counter()
-        history = trainer(model, recipe, num_classes, seed).fit(
-            **training_inputs(x_train, y_train, recipe),
-            validation_data=validation_data,
-            epochs=initial_epoch + recipe.epochs,
-            initial_epoch=initial_epoch,
-            callbacks=_callbacks(recipe, checkpoint) + (extra_callbacks or []),
-            verbose=verbose,
-        )
+        with stops_at_safe_points():
+            history = trainer(model, recipe, num_classes, seed).fit(
+                **training_inputs(x_train, y_train, recipe),
+                validation_data=validation_data,
+                epochs=initial_epoch + recipe.epochs,
+                initial_epoch=initial_epoch,
+                callbacks=_callbacks(recipe, checkpoint) + (extra_callbacks or []),
+                verbose=verbose,
+            )
         seconds = time.perf_counter() - started
         if checkpoint.exists():
             model.load_weights(checkpoint)

@@ -32,7 +32,7 @@ from cnnlab.config import Tune
 from cnnlab.files import combined_hash, write_json
 from cnnlab.search_space import trial_recipe
 from cnnlab.study import code_version
-from cnnlab.tracking import child_runs
+from cnnlab.tracking import child_runs, stops_at_safe_points
 from cnnlab.training import Arrays, EpochsToMlflow, StopOnSignal, compile_model, seeded_model, trainer, training_inputs
 
 log = logging.getLogger("cnnlab.tune")
@@ -91,9 +91,10 @@ class SearchHyperModel(kt.HyperModel):
         callbacks = [*kwargs.pop("callbacks", []), EpochsToMlflow(), StopOnSignal()]
         if mlflow.active_run() is not None:
             mlflow.log_metric("params", model.count_params())
-        return trainer(model, recipe, self.num_classes, self.seed).fit(
-            **training_inputs(x, y, recipe), callbacks=callbacks, **kwargs
-        )
+        with stops_at_safe_points():
+            return trainer(model, recipe, self.num_classes, self.seed).fit(
+                **training_inputs(x, y, recipe), callbacks=callbacks, **kwargs
+            )
 
 
 class TrialRuns:
