@@ -184,16 +184,18 @@ def test_a_trial_that_crashes_is_tagged_invalid_and_the_search_goes_on(tmp_path,
 
 
 def test_same_search_same_trials(tmp_path, fashion) -> None:
-    """A seeded search is repeatable: the same trials with the same scores, augmented trials included."""
+    """A seeded search is repeatable: the same trials with the same scores, augmented trials included, and
+    Hyperband continues an augmented trial from its saved weights."""
     scores = []
     for copy in ("a", "b"):
         root = tmp_path / copy
         root.mkdir()
         space = {**SMALL_SPACE, "augmentation": 0.1}
-        tune_main(make_project(root, fashion, max_trials=2, space=space), Paths(root), "T1")
+        tune_main(make_project(root, fashion, tuner="hyperband", max_trials=3, space=space), Paths(root), "T1")
         table = pd.read_csv(Paths(root).plots("T1") / "trials.csv")
-        scores.append(table.drop(columns=["seconds", "minutes"]).to_dict("records"))
+        scores.append(table.drop(columns=["seconds", "minutes"]).fillna("-").to_dict("records"))  # NaN != NaN
     assert scores[0] == scores[1]
+    assert {row["status"] for row in scores[0]} == {"completed"} and max(row["epochs"] for row in scores[0]) == 2
     assert {row["augmentation"] for row in scores[0]} == {0.1} and all(row["val_accuracy"] > 0.3 for row in scores[0])
 
 

@@ -114,6 +114,14 @@ class AugmentedTraining(keras.Model):
             images = self.augmenter(images, training=True)
         return self.network(images, training=training)
 
+    # Weight files hold the network's weights alone, as the network's own would: ModelCheckpoint's best epoch
+    # is reloaded into the network, and Keras Tuner's into a freshly built one when Hyperband continues a trial.
+    def save_weights(self, filepath: Any, *args: Any, **kwargs: Any) -> None:
+        self.network.save_weights(filepath, *args, **kwargs)
+
+    def load_weights(self, filepath: Any, *args: Any, **kwargs: Any) -> None:
+        self.network.load_weights(filepath, *args, **kwargs)
+
 
 def build_augmenter(options: Augmentation, seed: int) -> RandomTransform | None:
     """The random transform of `options`, or None when augmentation is off."""
