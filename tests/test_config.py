@@ -207,5 +207,5 @@ def test_the_speed_budget_changes_optimizer_model_options_and_validation() -> No
     assert (f1.optimizer.schedule, f1.optimizer.warmup_epochs) == ("cosine", 1.0)  # a section, not a dict
     assert seed_recipe.optimizer.schedule == "constant" and seed_recipe.model_options == {}
     c1 = params.recipe("C1")
-    assert c1.model_options == {"batchnorm": True}  # merged over C1's own (none)
+    assert c1.model_options == {"batchnorm": True, "dropout": [0.1, 0.1, 0.3]}  # merged over C1's own (none)
     assert params.recipe("M2").epochs == 12  # no speed recipe: the seed's own
