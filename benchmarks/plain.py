@@ -1,8 +1,11 @@
 """The plain arm: seed experiments written as their seeds write them, in plain Keras 3.
 
 Images divided by 255 outside the model, a `Sequential` of the seed's layers, `compile` and `fit` with the
-recipe's optimizer, batch size and epochs. Augmented recipes put Keras 3's preprocessing layers at the front of
-the model, as Keras 3 (which has no ImageDataGenerator) teaches, one layer per ImageDataGenerator option:
+recipe's optimizer, batch size and epochs. The seeds set no random seed, so their `fit(shuffle=True)` trains
+every epoch on a new order; here the initial weights and each epoch's order are seeded, for runs that repeat
+(Keras' own shuffle under TensorFlow repeats one order in every epoch once a seed is set: `plain_fit`).
+Augmented recipes put Keras 3's preprocessing layers at the front of the model, as Keras 3 (which has no
+ImageDataGenerator) teaches, one layer per ImageDataGenerator option:
 
 | ImageDataGenerator        | Keras 3 layer                                        |
 |---------------------------|------------------------------------------------------|
@@ -20,6 +23,7 @@ import math
 from collections.abc import Callable
 
 import keras
+import numpy as np
 from keras import layers
 
 from cnnlab.config import Augmentation, Experiment
@@ -93,25 +97,26 @@ def lenet5_book() -> list[layers.Layer]:  # seed 004 prog. 6-1
     ]
 
 
-def cifar_cnn() -> list[layers.Layer]:  # seed 004 prog. 6-4a
+def cifar_cnn(dropout: tuple[float, float, float] = (0.25, 0.25, 0.5)) -> list[layers.Layer]:  # 004 prog. 6-4a
+    # Prog. 6-9 (C3) varies the three rates; a rate of 0 keeps its Dropout layer, as the seed's loop does.
     return [
         layers.Conv2D(32, 3, activation="relu"),
         layers.Conv2D(32, 3, activation="relu"),
         layers.MaxPooling2D(2),
-        layers.Dropout(0.25),
+        layers.Dropout(dropout[0]),
         layers.Conv2D(64, 3, activation="relu"),
         layers.Conv2D(64, 3, activation="relu"),
         layers.MaxPooling2D(2),
-        layers.Dropout(0.25),
+        layers.Dropout(dropout[1]),
         layers.Flatten(),
         layers.Dense(512, activation="relu"),
-        layers.Dropout(0.5),
+        layers.Dropout(dropout[2]),
         layers.Dense(10, activation="softmax"),
     ]
 
 
 # The zoo model each experiment's recipe names -> the seed's layers.
-SEED_LAYERS: dict[str, Callable[[], list[layers.Layer]]] = {
+SEED_LAYERS: dict[str, Callable[..., list[layers.Layer]]] = {
     "F1": fashion_cnn,
     "M2": mnist_cnn,
     "M3": lenet5_book,
@@ -119,15 +124,48 @@ SEED_LAYERS: dict[str, Callable[[], list[layers.Layer]]] = {
 }
 
 
-def plain_model(recipe: Experiment, input_shape: tuple[int, ...], seed: int) -> keras.Model:
-    """The seed's network for `recipe` (augmentation layers first, if it augments), compiled as the seed does."""
+def seed_layers(recipe: Experiment) -> list[layers.Layer]:
+    """The seed's layers for `recipe`'s model, with the recipe's model options where the seed's network takes them;
+    a clear exit (before any training) for a model or option the plain scripts do not have."""
     if recipe.model not in SEED_LAYERS:
         raise SystemExit(f"no plain seed script for model {recipe.model}; the harness knows {', '.join(SEED_LAYERS)}")
+    try:
+        return SEED_LAYERS[recipe.model](**recipe.model_options)
+    except TypeError:
+        raise SystemExit(f"the plain seed script of {recipe.model} takes no model options {recipe.model_options}: "
+                         "run this recipe with --arms pipeline") from None  # fmt: skip
+
+
+def plain_model(recipe: Experiment, input_shape: tuple[int, ...], seed: int) -> keras.Model:
+    """The seed's network for `recipe` (augmentation layers first, if it augments), compiled as the seed does."""
     keras.utils.set_random_seed(seed)
     augment = augmentation_layers(recipe.augmentation, seed)
-    model = keras.Sequential([keras.Input(input_shape), *augment, *SEED_LAYERS[recipe.model]()])
+    model = keras.Sequential([keras.Input(input_shape), *augment, *seed_layers(recipe)])
     optimizer = keras.optimizers.get(
         {"class_name": recipe.optimizer.name, "config": {"learning_rate": recipe.optimizer.learning_rate}}
     )
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
+
+
+def plain_fit(
+    model: keras.Model,
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray] | None,
+    recipe: Experiment,
+    seed: int,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+    verbose: int = 2,
+) -> dict[str, list[float]]:
+    """`model.fit` one epoch at a time, each on the rows in a new order drawn from `seed`: what the seeds'
+    unseeded `fit(shuffle=True)` does, made repeatable. Returns the history of all epochs."""
+    order = np.random.default_rng(seed)
+    history: dict[str, list[float]] = {}
+    for epoch in range(recipe.epochs):
+        rows = order.permutation(len(train[1]))
+        done = model.fit(train[0][rows], train[1][rows], batch_size=recipe.batch_size, epochs=epoch + 1,
+                         initial_epoch=epoch, shuffle=False, validation_data=validation, callbacks=callbacks,
+                         verbose=verbose)  # fmt: skip
+        for name, values in done.history.items():
+            history.setdefault(name, []).extend(values)
+    return history

@@ -3,6 +3,7 @@
 
     python benchmarks/run.py training [--experiments F1 M3] [--budget quick|full|speed] [--epochs N] [--seeds 1 2]
     python benchmarks/run.py study [--study C4] [--parallel 1 5]  a study's folds one at a time against several at once
+    python benchmarks/run.py peer [--study C3] [--folds 1 2]      study folds: plain seed script against the pipeline
     python benchmarks/run.py data [--datasets mnist cifar10]     download + preprocess, as stage processes
     python benchmarks/run.py noop [--project DIR]                a `dvc repro` with nothing to do
 
@@ -89,7 +90,7 @@ def train_arms(project: Path, exp_id: str, args: argparse.Namespace) -> list:
     import numpy as np
 
     from measure import ArmResult, Clock, PeakMemory
-    from plain import plain_model
+    from plain import plain_fit, plain_model, seed_layers
 
     from cnnlab.config import load_params
     from cnnlab.prepare import load_split
@@ -109,9 +110,8 @@ def train_arms(project: Path, exp_id: str, args: argparse.Namespace) -> list:
         x_train, y_train = x_train[: args.train_samples], y_train[: args.train_samples]
     x_test, y_test = load_split(paths.prepared(recipe.dataset) / "test.npz")
     target = args.target or TARGETS.get(exp_id, 0.0)
-    if "plain" in args.arms and recipe.model_options:
-        raise SystemExit(f"{exp_id} on this budget sets model_options {recipe.model_options}: the plain seed script "
-                         "has none; run it with --arms pipeline")  # fmt: skip
+    if "plain" in args.arms:
+        seed_layers(recipe)  # a model or option the plain script lacks stops here, before any training
 
     def measured(arm: str, seed: int, clock: Clock, train: callable) -> ArmResult:
         with PeakMemory() as memory:
@@ -129,9 +129,8 @@ def train_arms(project: Path, exp_id: str, args: argparse.Namespace) -> list:
         clock = Clock(x_test * scale, y_test)
         model = plain_model(recipe, x_train.shape[1:], seed)
         scaled_validation = (validation[0] * scale, validation[1]) if validation else None
-        return measured("plain", seed, clock, lambda: model.fit(
-            x_train * scale, y_train, batch_size=recipe.batch_size, epochs=recipe.epochs,
-            validation_data=scaled_validation, callbacks=[clock], verbose=args.verbose))  # fmt: skip
+        return measured("plain", seed, clock, lambda: plain_fit(
+            model, (x_train * scale, y_train), scaled_validation, recipe, seed, [clock], args.verbose))  # fmt: skip
 
     def pipeline(seed: int) -> ArmResult:  # what the train stage runs, logging every epoch to a scratch MLflow store
         clock = Clock(x_test, y_test)
@@ -214,20 +213,26 @@ def training(args: argparse.Namespace) -> None:
 def study_once(project: Path, params: object, study_id: str, parallel: int) -> tuple:
     """Run the study from scratch in a scratch folder (its own ledger and MLflow store, the project's prepared
     data): nothing is resumed and nothing of the project's is touched."""
+    kind = "ablation" if study_id in params.ablation else "crossval"
+    with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmp:
+        plan, scratch = scratch_plan(project, params, study_id, kind, Path(tmp))
+        with plan.parent_run(params, scratch, {}):
+            return plan, plan.train_all(params.seed, parallel)
+
+
+def scratch_plan(project: Path, params: object, study_id: str, kind: str, scratch: Path) -> tuple:
+    """The study's plan over the project's prepared data, with its ledger and MLflow store in `scratch` (and
+    the scratch project's paths)."""
     import mlflow
 
     from cnnlab.stage import Paths
     from cnnlab.study import StudyPlan
 
-    kind = "ablation" if study_id in params.ablation else "crossval"
-    with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmp:
-        scratch = Paths(Path(tmp))
-        (scratch.root / "data").mkdir()
-        (scratch.root / "data" / "prepared").symlink_to(project / "data" / "prepared")
-        mlflow.set_tracking_uri(f"sqlite:///{scratch.root / 'mlflow.db'}")
-        plan = StudyPlan.make(kind, study_id, params, scratch)
-        with plan.parent_run(params, scratch, {}):
-            return plan, plan.train_all(params.seed, parallel)
+    paths = Paths(scratch)
+    (scratch / "data").mkdir()
+    (scratch / "data" / "prepared").symlink_to(project / "data" / "prepared")
+    mlflow.set_tracking_uri(f"sqlite:///{scratch / 'mlflow.db'}")
+    return StudyPlan.make(kind, study_id, params, paths), paths
 
 
 def study(args: argparse.Namespace) -> None:
@@ -260,6 +265,93 @@ def study(args: argparse.Namespace) -> None:
         ratio = figures[0]["wall_seconds"] / figures[-1]["wall_seconds"]
         print(f"\nspeed-up of {args.parallel[-1]} at once over {args.parallel[0]}: {ratio:.2f}x")
     print(f"\nsaved {save(args, {'study': args.study, 'budget': params.study_budget(args.study), 'runs': figures})}")
+
+
+# ---- peer: a study arm's fold trained by the plain seed script and by the pipeline, same fold and seed ----
+
+PEER_HEADER = ["arm", "fold", "seed", "plain val acc", "pipeline val acc", "pipeline - plain", "plain train acc",
+               "pipeline train acc", "plain s", "pipeline s"]  # fmt: skip
+
+
+def peer_fold(plan: object, arm: str, fold: int, seed: int, verbose: int) -> dict[str, object]:
+    """One fold of one arm, twice: the plain seed script (inputs / 255 outside the model, the seed's Sequential,
+    `model.fit`) and the pipeline's own fold training (`study.train_fold`, what the study stage runs)."""
+    import mlflow
+    import numpy as np
+    from plain import plain_fit, plain_model
+
+    from cnnlab.study import train_fold
+
+    recipe = plan.arms[arm]
+    train_index, val_index = plan.folds[fold - 1]
+    train, val = (plan.x[train_index], plan.y[train_index]), (plan.x[val_index], plan.y[val_index])
+    scale = 1 / np.float32(255)
+    started = time.perf_counter()
+    model = plain_model(recipe, train[0].shape[1:], seed)
+    plain = plain_fit(model, (train[0] * scale, train[1]), (val[0] * scale, val[1]), recipe, seed, verbose=verbose)
+    plain_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    with mlflow.start_run(run_name=f"{plan.study_id}/{arm}/fold{fold}"):
+        final, _, _ = train_fold(recipe, train, val, len(plan.classes), seed, verbose)
+    return {"arm": arm, "fold": fold, "seed": seed, "epochs": recipe.epochs, "train_samples": len(train[1]),
+            "plain": {"val_accuracy": plain["val_accuracy"][-1], "val_loss": plain["val_loss"][-1],
+                      "train_accuracy": plain["accuracy"][-1], "curve": plain["val_accuracy"],
+                      "seconds": plain_seconds},
+            "pipeline": {"val_accuracy": final["val_accuracy"], "val_loss": final["val_loss"],
+                         "train_accuracy": final["accuracy"], "seconds": time.perf_counter() - started}}  # fmt: skip
+
+
+def peer_rows(figures: list[dict]) -> list[list[str]]:
+    """One row per arm and fold, then each arm's mean over its folds."""
+    rows, arms = [], {}
+    for f in figures:
+        plain, pipeline = f["plain"], f["pipeline"]
+        rows.append([f["arm"], str(f["fold"]), str(f["seed"]), f"{plain['val_accuracy']:.2%}",
+                     f"{pipeline['val_accuracy']:.2%}",
+                     f"{100 * (pipeline['val_accuracy'] - plain['val_accuracy']):+.2f} pp",
+                     f"{plain['train_accuracy']:.2%}", f"{pipeline['train_accuracy']:.2%}", f"{plain['seconds']:.0f}",
+                     f"{pipeline['seconds']:.0f}"])  # fmt: skip
+        arms.setdefault(f["arm"], []).append(f)
+    for arm, folds in arms.items():
+        plain = statistics.mean(f["plain"]["val_accuracy"] for f in folds)
+        pipeline = statistics.mean(f["pipeline"]["val_accuracy"] for f in folds)
+        rows.append([f"**{arm} mean**", f"{len(folds)} folds", "", f"{plain:.2%}", f"{pipeline:.2%}",
+                     f"{100 * (pipeline - plain):+.2f} pp", "", "", "", ""])  # fmt: skip
+    return rows
+
+
+def peer(args: argparse.Namespace) -> None:
+    from cnnlab import stage
+    from cnnlab.config import load_params
+
+    stage.setup_logging()
+    project = Path(args.project).resolve()
+    params = load_params(project / "params.yaml")
+    if args.budget:
+        params = params.model_copy(update={"budget": args.budget})
+    kind = "ablation" if args.study in params.ablation else "crossval"
+    with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmp:
+        plan, _ = scratch_plan(project, params, args.study, kind, Path(tmp))
+        unknown = sorted(set(args.arms or []) - set(plan.arms))
+        if unknown or any(not 1 <= f <= len(plan.folds) for f in args.folds):
+            raise SystemExit(f"{args.study} has arms {', '.join(plan.arms)} and folds 1-{len(plan.folds)}; "
+                             f"asked for arms {', '.join(args.arms or [])} and folds {args.folds}")  # fmt: skip
+        if args.epochs:
+            plan.arms = {arm: r.model_copy(update={"epochs": args.epochs}) for arm, r in plan.arms.items()}
+        from plain import seed_layers
+
+        for recipe in plan.arms.values():
+            seed_layers(recipe)  # a model or option the plain script lacks stops here, before any training
+        figures = []
+        for arm in args.arms or list(plan.arms):
+            for fold in args.folds:
+                figures.append(peer_fold(plan, arm, fold, params.seed + fold, args.verbose))  # the study's seeds
+                f = figures[-1]
+                print(f"{args.study} {arm} fold {fold}: plain {f['plain']['val_accuracy']:.4f}, "
+                      f"pipeline {f['pipeline']['val_accuracy']:.4f}", flush=True)  # fmt: skip
+    print(markdown(PEER_HEADER, peer_rows(figures)))
+    budget = params.study_budget(args.study)
+    print(f"\nsaved {save(args, {'study': args.study, 'budget': budget, 'folds': figures})}")
 
 
 # ---- data: download + preprocess of each data set, as the stage processes DVC runs ----
@@ -340,12 +432,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     studies.add_argument("--study", default="C4", help="a crossval or ablation id of params.yaml")
     studies.add_argument("--budget", choices=["quick", "full", "speed"], help="default: params.yaml's")
     studies.add_argument("--parallel", nargs="+", type=int, default=[1, 2], help="trainings at once, one run each")
+    peers = commands.add_parser("peer", help="a study arm's folds trained by the plain seed script and the pipeline")
+    peers.add_argument("--study", default="C3", help="a crossval or ablation id of params.yaml")
+    peers.add_argument("--arms", nargs="+", help="arms (ablation: cells) to train (default: all)")
+    peers.add_argument("--folds", nargs="+", type=int, default=[1, 2], help="folds, numbered from 1")
+    peers.add_argument("--budget", choices=["quick", "full", "speed"], help="default: params.yaml's")
+    peers.add_argument("--epochs", type=int, help="override the study's epochs")
+    peers.add_argument("--verbose", type=int, default=2, help="fit's verbose for both arms")
     datasets = commands.add_parser("data", help="download + preprocess, as stage processes")
     datasets.add_argument("--datasets", nargs="+", default=["fashion_mnist", "mnist", "cifar10", "cats_vs_dogs"])
     repro = commands.add_parser("noop", help="`dvc repro` with nothing to do")
     repro.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
-    {"training": training, "study": study, "data": data, "noop": noop}[args.command](args)
+    {"training": training, "study": study, "peer": peer, "data": data, "noop": noop}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -85,3 +85,38 @@ def test_study_benchmark_runs_the_folds_one_and_two_at_once(tmp_path: Path, fash
     assert np.mean(list(one["cell_accuracy"].values())) > 0.3  # chance is 0.1
     assert "| C4 | 2 | 4 |" in out["stdout"] and "speed-up of 2 at once over 1" in out["stdout"]
     assert not (tmp_path / "folds").exists()  # the project's own ledger is not touched
+
+
+@pytest.mark.slow
+def test_peer_check_trains_a_study_arm_both_ways_on_the_same_folds(tmp_path: Path, fashion: dict) -> None:
+    def small_crossval(raw: dict) -> None:
+        raw["crossval"]["C3"]["budgets"]["quick"] = {"dataset": "fashion_mnist", "epochs": 2, "k": 3}
+
+    prepared_project(tmp_path, fashion, small_crossval, train_size=1500, test_size=100)
+    out = harness(["--project", str(tmp_path), "--results", str(tmp_path / "results"), "peer", "--study", "C3",
+                   "--arms", "no_dropout", "--folds", "1", "3", "--verbose", "0"])  # fmt: skip
+    folds = out["folds"]
+    assert [(f["arm"], f["fold"], f["seed"]) for f in folds] == [("no_dropout", 1, 43), ("no_dropout", 3, 45)]
+    for f in folds:
+        assert f["train_samples"] == 1000 and f["epochs"] == 2  # the fold's training part: 2 of 3 folds
+        assert len(f["plain"]["curve"]) == 2
+        for arm in ("plain", "pipeline"):
+            assert f[arm]["val_accuracy"] > 0.6  # chance is 0.1
+        # The same network, fold, seed and recipe: the seed script and the pipeline learn alike.
+        assert abs(f["plain"]["val_accuracy"] - f["pipeline"]["val_accuracy"]) < 0.06
+    assert "| **no_dropout mean** | 2 folds |" in out["stdout"]
+    assert not (tmp_path / "folds").exists()  # the project's own study ledger is not touched
+
+
+def test_peer_check_refuses_an_unknown_arm_before_training(tmp_path: Path, fashion: dict) -> None:
+    def small_crossval(raw: dict) -> None:
+        raw["crossval"]["C3"]["budgets"]["quick"] = {"dataset": "fashion_mnist", "epochs": 1, "k": 3}
+
+    prepared_project(tmp_path, fashion, small_crossval, train_size=300, test_size=100)
+    done = subprocess.run(
+        [sys.executable, str(HARNESS), "--project", str(tmp_path), "--results", str(tmp_path), "peer", "--study",
+         "C3", "--arms", "no_such_arm"], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "C3 has arms no_dropout, dropout and folds 1-3" in done.stderr
+    assert "Epoch" not in done.stdout

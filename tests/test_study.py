@@ -130,10 +130,10 @@ def test_validation_rows_never_reach_training(tmp_path: Path, monkeypatch: pytes
     seen: list[tuple[str, set[int], bool]] = []
     real_inputs, real_fit = training.training_inputs, training.keras.Model.fit
 
-    def spy_inputs(x_train, y_train, recipe):
+    def spy_inputs(x_train, y_train, recipe, seed):
         rows = {int(a) * 256 + int(b) for a, b in x_train[:, 0, :2, 0]}
         seen.append(("train", rows, recipe.augmentation.horizontal_flip))
-        return real_inputs(x_train, y_train, recipe)
+        return real_inputs(x_train, y_train, recipe, seed)
 
     def spy_fit(self, *args, validation_data=None, **kwargs):
         rows = {int(a) * 256 + int(b) for a, b in np.asarray(validation_data[0])[:, 0, :2, 0]}

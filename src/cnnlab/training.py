@@ -119,10 +119,10 @@ def trainer(model: keras.Model, recipe: Experiment, num_classes: int, seed: int)
     return compile_model(wrapped, recipe, num_classes, optimizer=model.optimizer)
 
 
-def training_inputs(x: np.ndarray, y: np.ndarray, recipe: Experiment) -> dict[str, Any]:
-    """The `fit` arguments that feed training batches: the arrays themselves, shuffled every epoch (augmentation
-    happens in the compiled step, see `trainer`)."""
-    return {"x": x.astype("float32"), "y": y, "batch_size": recipe.batch_size, "shuffle": True}
+def training_inputs(x: np.ndarray, y: np.ndarray, recipe: Experiment, seed: int) -> dict[str, Any]:
+    """The `fit` arguments that feed training batches: the arrays, in a new seeded order every epoch
+    (augmentation happens in the compiled step, see `trainer`)."""
+    return backend.epoch_shuffled(x.astype("float32"), y, recipe.batch_size, seed)
 
 
 class StopOnSignal(keras.callbacks.Callback):
@@ -214,7 +214,7 @@ def fit(
         started = time.perf_counter()
         with stops_at_safe_points():
             history = trainer(model, recipe, num_classes, seed).fit(
-                **training_inputs(x_train, y_train, recipe),
+                **training_inputs(x_train, y_train, recipe, seed),
                 validation_data=validation_data,
                 epochs=initial_epoch + recipe.epochs,
                 initial_epoch=initial_epoch,
