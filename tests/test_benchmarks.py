@@ -90,7 +90,8 @@ def test_study_benchmark_runs_the_folds_one_and_two_at_once(tmp_path: Path, fash
 @pytest.mark.slow
 def test_peer_check_trains_a_study_arm_both_ways_on_the_same_folds(tmp_path: Path, fashion: dict) -> None:
     def small_crossval(raw: dict) -> None:
-        raw["crossval"]["C3"]["budgets"]["quick"] = {"dataset": "fashion_mnist", "epochs": 2, "k": 3}
+        quick = {"dataset": "fashion_mnist", "epochs": 2, "batch_size": 32, "k": 3}  # 64 steps a training
+        raw["crossval"]["C3"]["budgets"]["quick"] = quick
 
     prepared_project(tmp_path, fashion, small_crossval, train_size=1500, test_size=100)
     out = harness(["--project", str(tmp_path), "--results", str(tmp_path / "results"), "peer", "--study", "C3",
@@ -103,7 +104,7 @@ def test_peer_check_trains_a_study_arm_both_ways_on_the_same_folds(tmp_path: Pat
         for arm in ("plain", "pipeline"):
             assert f[arm]["val_accuracy"] > 0.6  # chance is 0.1
         # The same network, fold, seed and recipe: the seed script and the pipeline learn alike.
-        assert abs(f["plain"]["val_accuracy"] - f["pipeline"]["val_accuracy"]) < 0.06
+        assert abs(f["plain"]["val_accuracy"] - f["pipeline"]["val_accuracy"]) < 0.08
     assert "| **no_dropout mean** | 2 folds |" in out["stdout"]
     assert not (tmp_path / "folds").exists()  # the project's own study ledger is not touched
 
