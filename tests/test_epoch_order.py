@@ -43,8 +43,9 @@ class BatchRecorder(keras.layers.Layer):
         return images
 
 
-def epoch_orders(seed: int) -> np.ndarray:
-    """(epochs, rows): the row numbers in the order the pipeline's `fit` trained on them, epoch by epoch."""
+def epoch_orders(seed: int, initial_epoch: int = 0) -> np.ndarray:
+    """(epochs, rows): the row numbers in the order the pipeline's `fit` trained on them, epoch by epoch
+    (`initial_epoch`: as a second phase, fine-tuning after the head, trains)."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["experiments"]["F1"].update(epochs=EPOCHS, batch_size=BATCH, budgets={})
     recipe = parse_params(raw).recipe("F1")
@@ -55,20 +56,22 @@ def epoch_orders(seed: int) -> np.ndarray:
     model = keras.Sequential(
         [keras.Input((4, 4, 1)), recorder, keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")]
     )
-    fit(model, recipe, (x, y), None, 3, seed=seed, verbose=0)
+    fit(model, recipe, (x, y), None, 3, seed=seed, verbose=0, initial_epoch=initial_epoch)
     return np.asarray(recorder.log).reshape(EPOCHS, ROWS).astype(int)
 
 
-def check_orders(first: np.ndarray, again: np.ndarray, other_seed: np.ndarray) -> None:
-    for epoch in first:
+def check_orders(first: np.ndarray, again: np.ndarray, other_seed: np.ndarray, second_phase: np.ndarray) -> None:
+    for epoch in [*first, *second_phase]:
         assert sorted(epoch) == list(range(ROWS))  # every row once per epoch
     assert len({tuple(epoch) for epoch in first}) == EPOCHS  # a new order every epoch
     np.testing.assert_array_equal(first, again)  # the same seed gives the same orders
     assert not np.array_equal(first, other_seed)
+    # A second phase from epoch 2 on (fine-tuning) does not replay the first phase's orders
+    assert not {tuple(epoch) for epoch in first} & {tuple(epoch) for epoch in second_phase}
 
 
 def test_every_epoch_trains_on_a_new_seeded_order() -> None:
-    check_orders(epoch_orders(5), epoch_orders(5), epoch_orders(6))
+    check_orders(epoch_orders(5), epoch_orders(5), epoch_orders(6), epoch_orders(5, initial_epoch=2))
 
 
 JAX_SCRIPT = """
@@ -77,7 +80,8 @@ sys.path.insert(0, sys.argv[1])
 import keras
 assert keras.backend.backend() == "jax", keras.backend.backend()
 from test_epoch_order import epoch_orders
-print(json.dumps([epoch_orders(5).tolist(), epoch_orders(5).tolist(), epoch_orders(6).tolist()]))
+orders = [epoch_orders(5), epoch_orders(5), epoch_orders(6), epoch_orders(5, initial_epoch=2)]
+print(json.dumps([o.tolist() for o in orders]))
 """
 
 

@@ -198,6 +198,7 @@ def fit(
     With `checkpoint_best` the weights of the best validation epoch are restored
     at the end, as the seeds' ModelCheckpoint(save_best_only=True) reload does.
     """
+    seed += initial_epoch  # a second phase draws its own epoch orders and dropout masks, not the first phase's again
     backend.seed_everything(seed)
     x_train, y_train = train
     adapt_normalization(model, x_train.astype("float32"))

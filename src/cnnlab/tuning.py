@@ -93,7 +93,9 @@ class SearchHyperModel(kt.HyperModel):
             mlflow.log_metric("params", model.count_params())
         with stops_at_safe_points():
             return trainer(model, recipe, self.num_classes, self.seed).fit(
-                **training_inputs(x, y, recipe, self.seed), callbacks=callbacks, **kwargs
+                **training_inputs(x, y, recipe, self.seed + kwargs.get("initial_epoch", 0)),  # continued: new orders
+                callbacks=callbacks,
+                **kwargs,
             )
 
 
