@@ -6,6 +6,7 @@
     python benchmarks/run.py peer [--study C3] [--folds 1 2]      study folds: plain seed script against the pipeline
     python benchmarks/run.py data [--datasets mnist cifar10]     download + preprocess, as stage processes
     python benchmarks/run.py noop [--project DIR]                a `dvc repro` with nothing to do
+    python benchmarks/run.py pipeline [--setup] [--keep]         a fresh quick `dvc repro` in a scratch clone, per stage
 
 Each prints a Markdown table (docs/performance.md collects them) and writes its figures, with the machine,
 backend and versions, to benchmarks/results/<command>-<time>.json. Read the project's params and prepared
@@ -392,19 +393,84 @@ def data(args: argparse.Namespace) -> None:
 # ---- noop: `dvc repro` when everything is up to date ----
 
 
-def noop(args: argparse.Namespace) -> None:
-    project = Path(args.project).resolve()
-    dvc = shutil.which("dvc") or sys.exit("dvc not found: activate the project's environment")
+def noop_seconds(
+    project: Path, dvc: str, repeat: int, env: dict[str, str] | None = None, targets: Sequence[str] = ()
+) -> list[float]:
+    """Wall seconds of `repeat` runs of `dvc repro [targets]` in a project that is up to date."""
     seconds = []
-    for i in range(args.repeat):
+    for i in range(repeat):
         started = time.perf_counter()
-        done = subprocess.run([dvc, "repro"], cwd=project, capture_output=True, text=True)
+        done = subprocess.run([dvc, "repro", *targets], cwd=project, capture_output=True, text=True, env=env)
         seconds.append(time.perf_counter() - started)
         if done.returncode != 0 or "up to date" not in done.stdout:
             sys.exit(f"`dvc repro` in {project} had work to do or failed; run it once first:\n{done.stdout[-2000:]}")
-        print(f"run {i + 1}: {seconds[-1]:.2f} s", flush=True)
+        print(f"no-op run {i + 1}: {seconds[-1]:.2f} s", flush=True)
+    return seconds
+
+
+def noop(args: argparse.Namespace) -> None:
+    project = Path(args.project).resolve()
+    dvc = shutil.which("dvc") or sys.exit("dvc not found: activate the project's environment")
+    seconds = noop_seconds(project, dvc, args.repeat)
     print(markdown(["runs", "fastest s", "slowest s"], [[len(seconds), f"{min(seconds):.2f}", f"{max(seconds):.2f}"]]))
     print(f"\nsaved {save(args, {'project': str(project), 'seconds': seconds})}")
+
+
+# ---- pipeline: a fresh quick `dvc repro` in a scratch clone, time per stage ----
+
+
+def mirrors(project: Path) -> dict[str, str]:
+    """The offline data and weights mirrors: the environment's, else ../shared beside the project (as quickstart)."""
+    found = {}
+    for variable, folder in (("CNNLAB_DATA_MIRROR", "datasets"), ("CNNLAB_WEIGHTS_MIRROR", "weights")):
+        beside = project.parent / "shared" / folder
+        if value := os.environ.get(variable) or (str(beside) if beside.is_dir() else ""):
+            found[variable] = value
+    return found
+
+
+def scratch_clone(project: Path, scratch: Path, commit: str | None) -> Path:
+    clone = scratch / "main"
+    subprocess.run(["git", "clone", "-q", str(project), str(clone)], check=True)
+    if commit:
+        subprocess.run(["git", "checkout", "-q", commit], cwd=clone, check=True)
+    return clone
+
+
+def pipeline(args: argparse.Namespace) -> None:
+    import stage_times
+
+    project = Path(args.project).resolve()
+    scratch = Path(tempfile.mkdtemp(prefix="cnnlab-pipeline-"))
+    clone = scratch_clone(project, scratch, args.commit)
+    print(f"scratch clone: {clone}", flush=True)
+    figures: dict[str, object] = {"commit": subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True, text=True).stdout.strip()}  # fmt: skip
+    bin_dir = Path(sys.executable).parent
+    if args.setup:
+        started = time.perf_counter()
+        subprocess.run(["bash", "scripts/setup.sh"], cwd=clone, check=True, stdout=subprocess.DEVNULL)
+        figures["setup_seconds"] = time.perf_counter() - started
+        bin_dir = clone / ".venv" / "bin"
+        print(f"setup: {figures['setup_seconds']:.0f} s", flush=True)
+    probes = scratch / "probes"
+    probes.mkdir()
+    env = dict(os.environ, **mirrors(project), CNNLAB_PROBE_DIR=str(probes),
+               PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+               PYTHONPATH=os.pathsep.join([str(clone / "src"), str(HERE / "probe")]))  # fmt: skip
+    env.pop("MLFLOW_TRACKING_URI", None)  # the clone's own store, as a newcomer's
+    dvc = str(bin_dir / "dvc")
+    marks, ended = stage_times.timed_repro([dvc, "repro", *args.targets], clone, env, scratch / "repro.log")
+    times = stage_times.stage_times(marks, ended, stage_times.read_probes(probes))
+    figures["repro_seconds"] = ended - marks[0][1] if marks else 0.0
+    figures["noop_seconds"] = noop_seconds(clone, dvc, args.noop, env, args.targets)
+    figures.update(limits=stage_times.limits(times), stages=stage_times.to_json(times), clone=str(clone))
+    print(markdown(stage_times.KIND_HEADER, stage_times.by_kind(times)))
+    print("\n" + ", ".join(f"{key} {value:.1f}" if isinstance(value, float) else f"{key} {value}"
+                            for key, value in stage_times.limits(times).items()))  # fmt: skip
+    if not args.keep:
+        shutil.rmtree(scratch)
+    print(f"\nsaved {save(args, figures)}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -443,8 +509,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     datasets.add_argument("--datasets", nargs="+", default=["fashion_mnist", "mnist", "cifar10", "cats_vs_dogs"])
     repro = commands.add_parser("noop", help="`dvc repro` with nothing to do")
     repro.add_argument("--repeat", type=int, default=3)
+    whole = commands.add_parser("pipeline", help="a fresh `dvc repro` in a scratch clone, timed per stage")
+    whole.add_argument("targets", nargs="*", help="stages to reproduce (default: the whole pipeline)")
+    whole.add_argument("--commit", help="the commit to clone (default: the project's HEAD)")
+    whole.add_argument("--setup", action="store_true", help="run scripts/setup.sh in the clone first, and time it")
+    whole.add_argument("--noop", type=int, default=3, help="no-op `dvc repro` runs timed afterwards")
+    whole.add_argument("--keep", action="store_true", help="keep the scratch clone (its metrics, lock, mlruns)")
     args = parser.parse_args(argv)
-    {"training": training, "study": study, "peer": peer, "data": data, "noop": noop}[args.command](args)
+    run = {"training": training, "study": study, "peer": peer, "data": data, "noop": noop, "pipeline": pipeline}
+    run[args.command](args)
 
 
 if __name__ == "__main__":

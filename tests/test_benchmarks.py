@@ -121,3 +121,52 @@ def test_peer_check_refuses_an_unknown_arm_before_training(tmp_path: Path, fashi
     assert done.returncode != 0
     assert "C3 has arms no_dropout, dropout and folds 1-3" in done.stderr
     assert "Epoch" not in done.stdout
+
+
+PROBE_SCRIPT = """
+import numpy as np, keras
+from cnnlab import prepare
+x = np.random.default_rng(0).random((64, 4)).astype("float32"); y = (x[:, 0] > 0.5).astype("int32")
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+model.compile("adam", "sparse_categorical_crossentropy")
+model.fit(x, y, epochs=2, verbose=0, validation_data=(x, y))
+model.predict(x, verbose=0)
+prepare.save_split(OUT / "split.npz", (x, y))
+"""
+
+
+def test_probe_times_each_phase_once_in_a_stage_process(tmp_path: Path) -> None:
+    (tmp_path / "stage.py").write_text(f"from pathlib import Path\nOUT = Path({str(tmp_path)!r})\n{PROBE_SCRIPT}")
+    env = dict(os.environ, DVC_STAGE="train@X", CNNLAB_PROBE_DIR=str(tmp_path),
+               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "benchmarks" / "probe")]))  # fmt: skip
+    subprocess.run([sys.executable, str(tmp_path / "stage.py")], env=env, check=True, timeout=300)
+    [record] = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
+    spent = record["seconds"]
+    assert record["stage"] == "train@X" and record["entered"] is None  # stage.run was not called
+    assert spent["fit"] > 0 and spent["predict"] > 0 and spent["data"] > 0
+    # Exclusive time: fit's validation passes count once, so the phases never add up to more than the process
+    assert sum(spent.values()) <= record["ended"] - record["started"] + 0.02  # /proc's start: 10 ms ticks
+    # Without DVC_STAGE (DVC's own process, any other Python) the probe does nothing
+    env.pop("DVC_STAGE")
+    for path in tmp_path.glob("*.json"):
+        path.unlink()
+    subprocess.run([sys.executable, "-c", "import cnnlab.prepare"], env=env, check=True, timeout=120)
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_pipeline_benchmark_times_each_stage_of_a_fresh_clone(tmp_path: Path, mirror: Path) -> None:
+    if not (ROOT / ".git").exists():
+        pytest.fail("benchmarks/run.py pipeline clones the project: run the tests in a git checkout")
+    env = dict(os.environ, CNNLAB_DATA_MIRROR=str(mirror))
+    out = harness(["--project", str(ROOT), "--results", str(tmp_path), "pipeline", "preprocess@mnist", "--noop", "1"],
+                  env)  # fmt: skip
+    stages = {s["stage"]: s for s in out["stages"]}
+    assert list(stages) == ["download@mnist", "preprocess@mnist"]
+    for s in stages.values():
+        assert 0 < s["process"] <= s["wall"]  # DVC's own work around the command is part of the wall time
+        assert s["parts"]["import"] > 0 and s["parts"]["mlflow"] > 0
+        assert s["outside"] == pytest.approx(s["wall"] - s["compute"])
+    assert stages["preprocess@mnist"]["compute"] > 0  # reading and writing 70,000 images is the stage's work
+    assert len(out["noop_seconds"]) == 1 and out["limits"]["stages"] == 2
+    assert "| preprocess | 1 |" in out["stdout"] and "| **all** | 2 |" in out["stdout"]
+    assert not Path(out["clone"]).exists()  # the scratch clone is removed unless --keep
