@@ -10,15 +10,14 @@ import logging
 import keras
 import mlflow
 import numpy as np
-from mlflow.models import infer_signature
 
 from cnnlab import stage
 from cnnlab.config import Params
 from cnnlab.evaluation import evaluate, predict_classes
-from cnnlab.registry import CHAMPION, champion_version, decide, model_name, record
+from cnnlab.registry import champion_score, champion_version, decide, model_name, record
 from cnnlab.files import staged_outputs, write_json, write_text
 from cnnlab.plots import confusion_matrix_png, image_grid
-from cnnlab.tracking import safe_metric_name
+from cnnlab.tracking import log_keras_model, safe_metric_name
 from cnnlab.predict import load_model
 from cnnlab.prepare import load_split, read_meta
 
@@ -42,22 +41,23 @@ def per_class_metrics(per_class: dict[str, dict[str, float]], classes: list[str]
     }
 
 
-def register(model: keras.Model, exp_id: str, x_test: np.ndarray, y_test: np.ndarray, accuracy: float,
-             margin: float) -> None:  # fmt: skip
+def register(model: keras.Model, exp_id: str, x_test: np.ndarray, y_test: np.ndarray, test_hash: str,
+             accuracy: float, margin: float) -> None:  # fmt: skip
     """Log the evaluated model as a new version of cnnlab-<id>; it becomes champion only if it beats the current
-    champion, evaluated now on the same test set, by `margin`."""
+    champion, scored on the same test set (the images with sha256 `test_hash`), by `margin`."""
     client, name = mlflow.MlflowClient(), model_name(exp_id)
     current = champion_version(client, name)
     champion = None
     if current is not None:
-        champion = float(
-            (predict_classes(mlflow.keras.load_model(f"models:/{name}@{CHAMPION}"), x_test) == y_test).mean()
-        )
-    sample = x_test[:4].astype(np.float32)
-    info = mlflow.keras.log_model(model, name="model", registered_model_name=name,
-                                  signature=infer_signature(sample, model.predict(sample, verbose=0)))  # fmt: skip
+        uri = f"models:/{name}/{current.version}"
+
+        def rescore() -> float:  # only when the champion has no score on this test set yet
+            return float((predict_classes(mlflow.keras.load_model(uri), x_test) == y_test).mean())
+
+        champion = champion_score(client, name, current, test_hash, rescore)
+    info = log_keras_model(model, x_test[:4], registered_model_name=name)
     decision = decide(accuracy, champion, margin)
-    record(client, name, str(info.registered_model_version), decision)
+    record(client, name, str(info.registered_model_version), decision, test_hash)
     mlflow.log_metrics(
         {"promoted": float(decision.promoted), **({"champion_test_accuracy": champion} if champion is not None else {})}
     )
@@ -74,7 +74,8 @@ def main(params: Params, paths: stage.Paths, exp_id: str) -> None:
             f"{model_path} not found: train it first (`dvc repro {stage.producer(params, exp_id)}`)"
         )
     prepared = paths.prepared(dataset)
-    classes = read_meta(prepared)["classes"]
+    meta = read_meta(prepared)
+    classes = meta["classes"]
     x_test, y_test = load_split(prepared / "test.npz")
     logged = {"experiment": exp_id, "model_file": str(model_path.relative_to(paths.root)), "test_samples": len(y_test)}
     metrics_dir, plots_dir = paths.metrics(exp_id), paths.plots(exp_id)
@@ -107,7 +108,8 @@ def main(params: Params, paths: stage.Paths, exp_id: str) -> None:
         for path in outputs:
             mlflow.log_artifact(str(path))
         if params.mlflow.log_model and params.mlflow.register_model:
-            register(model, exp_id, x_test, y_test, metrics["test_accuracy"], params.mlflow.promote_margin)
+            test_hash = meta["sha256"]["test"]
+            register(model, exp_id, x_test, y_test, test_hash, metrics["test_accuracy"], params.mlflow.promote_margin)
     log.info("%s: test accuracy %.4f, loss %.4f", exp_id, metrics["test_accuracy"], metrics["test_loss"])
 
 

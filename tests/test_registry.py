@@ -7,7 +7,8 @@ import keras
 import mlflow
 import numpy as np
 
-from cnnlab.registry import CHAMPION, champion_version, decide, model_name, record
+from cnnlab.registry import CHAMPION, champion_score, champion_version, decide, model_name, record, score_tag
+from cnnlab.tracking import log_keras_model
 
 
 def test_the_decision_needs_the_margin() -> None:
@@ -19,8 +20,12 @@ def test_the_decision_needs_the_margin() -> None:
 
 def _log(model: keras.Model, name: str) -> str:
     with mlflow.start_run():
-        info = mlflow.keras.log_model(model, name="model", registered_model_name=name)
+        info = log_keras_model(model, np.zeros((1, model.input_shape[1])), registered_model_name=name)
     return str(info.registered_model_version)
+
+
+def never() -> float:
+    raise AssertionError("the champion was re-scored on a test set it already has a score for")
 
 
 def test_only_the_better_model_becomes_champion_and_loads_by_alias() -> None:
@@ -34,10 +39,27 @@ def test_only_the_better_model_becomes_champion_and_loads_by_alias() -> None:
     for model, accuracy in zip(models, (0.70, 0.80, 0.75), strict=True):
         version = _log(model, name)
         current = champion_version(client, name)
-        champion = float(current.tags["test_accuracy"]) if current else None
-        record(client, name, version, decide(accuracy, champion, margin=0.01))
+        champion = champion_score(client, name, current, "a" * 64, never) if current else None
+        record(client, name, version, decide(accuracy, champion, margin=0.01), "a" * 64)
     champion = client.get_model_version_by_alias(name, CHAMPION)
     assert str(champion.version) == "2" and champion.tags["champion_test_accuracy"] == "0.700000"
     assert client.get_model_version(name, "3").tags["promoted"] == "false"
     loaded = mlflow.keras.load_model(f"models:/{name}@{CHAMPION}")
     np.testing.assert_allclose(loaded.predict(images, verbose=0), models[1].predict(images, verbose=0), atol=1e-6)
+
+
+def test_the_champion_is_scored_once_per_test_set() -> None:
+    client, name = mlflow.MlflowClient(), model_name("ONCE")
+    _log(keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)]), name)
+    record(client, name, "1", decide(0.9, None, 0.01), "a" * 64)
+    scored = []
+
+    def rescore() -> float:
+        scored.append(1)
+        return 0.8
+
+    for _ in range(2):  # a new test set: scored on the first evaluate, read back on the second
+        current = champion_version(client, name)
+        assert champion_score(client, name, current, "b" * 64, rescore) == 0.8
+    assert len(scored) == 1 and champion_version(client, name).tags[score_tag("b" * 64)] == "0.800000"
+    assert champion_score(client, name, champion_version(client, name), "a" * 64, never) == 0.9

@@ -139,3 +139,29 @@ def test_a_signal_ignored_by_nohup_stays_ignored_during_the_stage(tmp_path: Path
     finally:
         signal.signal(signal.SIGHUP, before)
     assert seen == [signal.SIG_IGN]  # a closed terminal does not stop it
+
+
+def test_a_logged_model_lists_its_pinned_requirements_without_a_child_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.metadata
+
+    from mlflow.utils import requirements_utils
+
+    from cnnlab.tracking import log_keras_model
+
+    def no_capture(*args: object, **kwargs: object) -> None:
+        raise AssertionError("MLflow loaded the model in a child process to infer its requirements")
+
+    monkeypatch.setattr(requirements_utils, "_capture_imported_modules", no_capture)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    logged = {}
+    run(tmp_path, body=lambda: logged.update(info=log_keras_model(model, np.ones((4, 3), np.uint8))))
+    folder = mlflow.artifacts.download_artifacts(logged["info"].model_uri, dst_path=str(tmp_path / "model"))
+    requirements = Path(folder, "requirements.txt").read_text().split()
+    for package in ("mlflow", "keras", "numpy"):
+        assert f"{package}=={importlib.metadata.version(package)}" in requirements
+    assert any(r.split("==")[0] in ("tensorflow", "tensorflow-cpu", "jax", "torch") for r in requirements)
+    assert logged["info"].signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 3)
+    reloaded = mlflow.keras.load_model(logged["info"].model_uri)
+    np.testing.assert_allclose(reloaded.predict(np.ones((2, 3)), verbose=0), model.predict(np.ones((2, 3)), verbose=0))

@@ -3,6 +3,7 @@ when it beats the current champion on the same test set by `margin` (issue 8).""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import mlflow
@@ -44,10 +45,27 @@ def champion_version(client: mlflow.MlflowClient, name: str) -> ModelVersion | N
         return None
 
 
-def record(client: mlflow.MlflowClient, name: str, version: str, decision: Decision) -> None:
+def score_tag(test_hash: str) -> str:
+    """The version tag that keeps a model's test accuracy on the test set with this sha256."""
+    return f"test_accuracy.{test_hash[:16]}"
+
+
+def champion_score(client: mlflow.MlflowClient, name: str, champion: ModelVersion, test_hash: str,
+                   rescore: Callable[[], float]) -> float:  # fmt: skip
+    """The champion's test accuracy on this test set: read from its version when it was scored on the same data
+    before, else `rescore()`d once and kept there (loading and predicting costs every evaluate seconds)."""
+    key = score_tag(test_hash)
+    if key in champion.tags:
+        return float(champion.tags[key])
+    score = rescore()
+    client.set_model_version_tag(name, champion.version, key, f"{score:.6f}")
+    return score
+
+
+def record(client: mlflow.MlflowClient, name: str, version: str, decision: Decision, test_hash: str) -> None:
     """Tag the version with both scores and the decision; move the alias when it won."""
     tags = {"test_accuracy": f"{decision.challenger:.6f}", "promoted": str(decision.promoted).lower(),
-            "decision": decision.reason}  # fmt: skip
+            "decision": decision.reason, score_tag(test_hash): f"{decision.challenger:.6f}"}  # fmt: skip
     if decision.champion is not None:
         tags["champion_test_accuracy"] = f"{decision.champion:.6f}"
     for key, value in tags.items():

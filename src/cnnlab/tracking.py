@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 import re
 import signal
@@ -22,9 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
+from mlflow.models import infer_signature
+from mlflow.models.model import ModelInfo
 
 ARTIFACTS_DIR = "mlartifacts"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+# The packages a logged model needs besides mlflow, keras and numpy, by Keras backend
+BACKEND_PACKAGES = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
 
 
 def tracking_uri(root: Path) -> str:
@@ -201,3 +207,23 @@ def _mark_failed(run_id: str) -> None:
     client = mlflow.MlflowClient()
     if client.get_run(run_id).info.status != "FAILED":
         client.set_terminated(run_id, status="FAILED")
+
+
+def model_requirements(backend: str) -> list[str]:
+    """A logged model's pip requirements, pinned to what is installed. MLflow infers the same list by loading the
+    model in a fresh Python process, which costs every logged model several seconds."""
+    pins = []
+    for package in ("mlflow", "keras", "numpy", *BACKEND_PACKAGES.get(backend, ())):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            pins.append(f"{package}=={importlib.metadata.version(package)}")
+    return pins
+
+
+def log_keras_model(model: Any, sample: np.ndarray, **kwargs: Any) -> ModelInfo:
+    """Log `model` to the active run as "model", its signature read from a prediction on `sample`."""
+    import keras  # here, not at the top: the data stages log no model and do without Keras
+
+    sample = sample.astype(np.float32)
+    signature = infer_signature(sample, model.predict(sample, verbose=0))
+    requirements = model_requirements(keras.backend.backend())
+    return mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=requirements, **kwargs)

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import keras
 import mlflow
-import numpy as np
-from mlflow.models import infer_signature
 
 from cnnlab import backend, stage
 from cnnlab.config import Experiment, Params
@@ -21,6 +19,7 @@ from cnnlab.plots import training_curves
 from cnnlab.predict import model_card_path
 from cnnlab.prepare import read_meta, training_splits
 from cnnlab.splits import stratified_subsample
+from cnnlab.tracking import log_keras_model
 from cnnlab.training import Arrays, EpochsToMlflow, TrainResult, fit, seeded_model
 
 log = logging.getLogger("cnnlab.train")
@@ -159,9 +158,7 @@ def train_and_save(
         for artifact in [*artifacts, *diagram]:
             mlflow.log_artifact(str(artifact))
         if params.mlflow.log_model:
-            sample = x_train[:4].astype(np.float32)
-            signature = infer_signature(sample, model.predict(sample, verbose=0))
-            mlflow.keras.log_model(model, name="model", signature=signature)
+            log_keras_model(model, x_train[:4])
     score = f"val accuracy {metrics['val_accuracy']:.4f}" if "val_accuracy" in metrics else "no validation split"
     log.info("%s: %s (epoch %d of %d, %.1f s)", target, score, metrics["kept_epoch"], result.epochs_run, result.seconds)
     return metrics
