@@ -77,7 +77,8 @@ def timed_repro(command: Sequence[str], cwd: Path, env: dict[str, str], log: Pat
 
 
 def read_probes(folder: Path) -> dict[str, dict]:
-    records = (json.loads(path.read_text()) for path in folder.glob("*.json"))
+    """Each stage's record: its command's process, the first one the stage started."""
+    records = sorted((json.loads(path.read_text()) for path in folder.glob("*.json")), key=lambda r: -r["started"])
     return {record["stage"]: record for record in records}
 
 

@@ -167,6 +167,9 @@ def _write() -> None:
         json.dump(record, fh)
 
 
-if os.environ.get("DVC_STAGE") and os.environ.get("CNNLAB_PROBE_DIR"):
+# Only the stage command's own process: the processes it starts (MLflow inferring a model's requirements, a
+# Keras Tuner worker) inherit DVC_STAGE, and their time is already inside the phase that started them.
+if os.environ.get("DVC_STAGE") and os.environ.get("CNNLAB_PROBE_DIR") and not os.environ.get("CNNLAB_PROBED"):
+    os.environ["CNNLAB_PROBED"] = str(os.getpid())
     sys.meta_path.insert(0, _AfterImport())
     atexit.register(_write)
