@@ -37,7 +37,7 @@ HOOKS: dict[str, list[tuple[str, str]]] = {
     "cnnlab.download": [("fetch", "data")],
     "cnnlab.prepare": [("read_raw", "data"), ("save_split", "data"), ("load_split", "load")],
     "cnnlab.config": [("load_params", "params")],
-    "cnnlab.stage": [("run", "stage")],
+    "cnnlab.stage": [("run", "entry")],  # not a phase: where import time ends and the stage's own code starts
     "matplotlib.figure": [("Figure.savefig", "save")],
     "mlflow": [
         (name, "mlflow")
@@ -103,14 +103,14 @@ def _wrap(module: Any, dotted: str, phase: str) -> None:
         if owner is None:
             return
     target = getattr(owner, name, None)
-    if isinstance(target, type):
+    if phase == "entry" and callable(target):
+        setattr(owner, name, _marks_entry(target))
+    elif isinstance(target, type):
         timed_class(target, phase)
     elif callable(target) and not getattr(target, "_probed", False):
         wrapper = timed(target, phase)
         wrapper._probed = True  # type: ignore[attr-defined]
         setattr(owner, name, wrapper)
-    if dotted == "run" and phase == "stage":  # import time ends where the stage's own code starts
-        setattr(owner, name, _marks_entry(getattr(owner, name)))
 
 
 def _marks_entry(function: Callable[..., Any]) -> Callable[..., Any]:
