@@ -77,9 +77,18 @@ def timed_repro(command: Sequence[str], cwd: Path, env: dict[str, str], log: Pat
 
 
 def read_probes(folder: Path) -> dict[str, dict]:
-    """Each stage's record: its command's process, the first one the stage started."""
-    records = sorted((json.loads(path.read_text()) for path in folder.glob("*.json")), key=lambda r: -r["started"])
-    return {record["stage"]: record for record in records}
+    """Each stage's record: its command's process, from its start to its exit, with the phases of the
+    process that ran the stage's code (the same one, or the warm worker's fork that stood in for it)."""
+    stages: dict[str, dict] = {}
+    for record in (json.loads(path.read_text()) for path in folder.glob("*.json")):
+        seen = stages.setdefault(record["stage"], record)
+        if seen is not record:
+            seen["started"] = min(seen["started"], record["started"])
+            seen["ended"] = max(seen["ended"], record["ended"])
+            seen["entered"] = seen["entered"] or record["entered"]
+            for phase, spent in record["seconds"].items():
+                seen["seconds"][phase] = seen["seconds"].get(phase, 0.0) + spent
+    return stages
 
 
 def stage_times(marks: Marks, ended: float, probes: dict[str, dict]) -> list[StageTime]:

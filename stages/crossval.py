@@ -1,9 +1,12 @@
-# ruff: noqa: I001  (cnnlab is imported first: it quiets TensorFlow before TensorFlow loads)
+# ruff: noqa: E402  (cnnlab first: it quiets TensorFlow; then the stage hands itself to a warm worker)
 """crossval stage: named variants of one experiment trained and scored on the same k folds, then compared."""
 
 from __future__ import annotations
 
 import cnnlab  # noqa: F401
+from cnnlab.warm import run_in_warm_worker
+
+run_in_warm_worker(__file__)  # from here on, in a worker that has imported Keras and MLflow already
 import keras  # noqa: F401  (Keras, and TensorFlow under it, load before MLflow's libraries, as always)
 
 from cnnlab import stage

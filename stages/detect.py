@@ -1,7 +1,13 @@
+# ruff: noqa: E402  (the stage hands itself to a warm worker before its heavy imports)
 """detect stage: a Darknet YOLO model run through OpenCV on a job's images (seed 004, program 6-12); the drawn
 images and detections.json go to detections/<id>/ and to the job's MLflow run."""
 
 from __future__ import annotations
+
+import cnnlab  # noqa: F401
+from cnnlab.warm import run_in_warm_worker
+
+run_in_warm_worker(__file__)  # from here on, in a worker that has imported Keras and MLflow already
 
 import mlflow
 

@@ -1,9 +1,12 @@
-# ruff: noqa: I001  (cnnlab is imported first: it quiets TensorFlow before TensorFlow loads)
+# ruff: noqa: E402  (cnnlab first: it quiets TensorFlow; then the stage hands itself to a warm worker)
 """download stage: bring one data set into data/raw/<name>/, verified, and record where it came from."""
 
 from __future__ import annotations
 
 import cnnlab  # noqa: F401
+from cnnlab.warm import run_in_warm_worker
+
+run_in_warm_worker(__file__)  # from here on, in a worker that has imported Keras and MLflow already
 
 import tempfile
 from pathlib import Path

@@ -1,4 +1,4 @@
-# ruff: noqa: I001  (cnnlab is imported first: it quiets TensorFlow before TensorFlow loads)
+# ruff: noqa: E402  (cnnlab first: it quiets TensorFlow; then the stage hands itself to a warm worker)
 """preprocess stage: one data set's raw files -> uint8 train/test (and shipped val) .npz and meta.json.
 
 Each experiment holds out its own validation split from these arrays when it trains, so the
@@ -7,6 +7,9 @@ arrays are made once per data set however many experiments use them."""
 from __future__ import annotations
 
 import cnnlab  # noqa: F401
+from cnnlab.warm import run_in_warm_worker
+
+run_in_warm_worker(__file__)  # from here on, in a worker that has imported Keras and MLflow already
 
 import json
 import logging

@@ -1,9 +1,12 @@
-# ruff: noqa: I001  (cnnlab is imported first: it quiets TensorFlow before TensorFlow loads)
+# ruff: noqa: E402  (cnnlab first: it quiets TensorFlow; then the stage hands itself to a warm worker)
 """report stage: reports/reproduction.md (and .csv), each seed's claim beside what the pipeline measured."""
 
 from __future__ import annotations
 
 import cnnlab  # noqa: F401
+from cnnlab.warm import run_in_warm_worker
+
+run_in_warm_worker(__file__)  # from here on, in a worker that has imported Keras and MLflow already
 
 import logging
 
@@ -15,6 +18,9 @@ from cnnlab.files import combined_hash, sha256_file, staged_outputs, write_text
 from cnnlab.report import (
     build_rows,
     claims_chart,
+    floor_checks,
+    floor_metrics,
+    floor_section,
     load_claims,
     markdown,
     search_section,
@@ -45,6 +51,7 @@ def main(params: Params, paths: stage.Paths) -> None:
         {"experiments": ",".join(params.experiments), "studies": ",".join([*params.crossval, *params.ablation])},
     ):
         rows = build_rows(params, claims, paths.root / "metrics")
+        checks = floor_checks(params, rows, paths.root / "metrics")
         with staged_outputs(paths.root) as out:
             outputs = [
                 write_text(
@@ -58,6 +65,7 @@ def main(params: Params, paths: stage.Paths) -> None:
                             study_section(params, claims, paths.root / "metrics"),
                             search_section(params, rows, paths.root / "metrics"),
                             transfer_section(params, claims, rows, paths.root / "metrics"),
+                            floor_section(checks),
                         ),
                     ),
                 ),
@@ -68,6 +76,7 @@ def main(params: Params, paths: stage.Paths) -> None:
                 mlflow.log_artifact(str(path))
         measured = [r for r in rows if r.test_accuracy is not None]
         mlflow.log_metrics({f"test_accuracy.{r.id}": r.test_accuracy for r in measured})
+        mlflow.log_metrics(floor_metrics(checks))
     log.info("reproduction report: %d of %d experiments measured", len(measured), len(rows))
 
 

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from fnmatch import fnmatchcase
 from pathlib import Path
 from types import ModuleType
 
@@ -65,6 +66,15 @@ def subset(arrays: tuple, size: int, seed: int = 0) -> tuple:
     return x[keep], y[keep]
 
 
+def fit_quick_floors(raw: dict) -> None:
+    """Leave out the quick floors that name no id of params trimmed to a few experiments or studies (params
+    refuses a floor that names nothing)."""
+    floors = raw.get("quick_floors", {})
+    for section, entries in floors.items():
+        ids = raw["finetune"]["recipes"] if section == "finetune" else raw.get(section, {})
+        floors[section] = {key: floor for key, floor in entries.items() if any(fnmatchcase(i, key) for i in ids)}
+
+
 def prepared_project(
     root: Path, fashion: dict, edit: Callable[[dict], None], train_size: int, test_size: int
 ) -> object:
@@ -78,6 +88,7 @@ def prepared_project(
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["mlflow"]["log_model"] = False
     edit(raw)
+    fit_quick_floors(raw)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     splits = {"train": subset(fashion["train"], train_size), "test": subset(fashion["test"], test_size)}
     prepared = Prepared(splits, list(DATASETS["fashion_mnist"].classes))
@@ -120,6 +131,7 @@ def copy_project(project: Path, edit: Callable[[dict], None]) -> dict[str, str]:
         shutil.copytree(ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     params = yaml.safe_load((project / "params.yaml").read_text())
     edit(params)
+    fit_quick_floors(params)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CNNLAB_", "DVC_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"

@@ -12,7 +12,7 @@ from cnnlab.config import ParamsError, load_params, parse_params
 from cnnlab.datasets import DATASETS
 from cnnlab.models import build_model
 from cnnlab.report import Claims, build_rows, load_claims, markdown, to_csv
-from conftest import ROOT
+from conftest import ROOT, fit_quick_floors
 
 CLAIMS = ROOT / "claims.yaml"
 
@@ -31,6 +31,7 @@ def two_experiments() -> tuple:
     raw["experiments"] = {k: raw["experiments"][k] for k in ("F1", "C1", "M2")}
     raw["datasets"] = ["fashion_mnist", "cifar10", "mnist"]
     raw["finetune"]["run"] = []
+    fit_quick_floors(raw)
     return parse_params(raw), load_claims(CLAIMS)
 
 

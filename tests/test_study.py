@@ -17,7 +17,7 @@ from cnnlab.prepare import Prepared, describe, save_split
 from cnnlab.splits import kfold_splits
 from cnnlab.stage import Paths
 from cnnlab.study import StudyPlan
-from conftest import ROOT
+from conftest import ROOT, fit_quick_floors
 
 # ---------------------------------------------------------------- params
 
@@ -126,6 +126,7 @@ def test_validation_rows_never_reach_training(tmp_path: Path, monkeypatch: pytes
     raw["crossval"] = {}
     raw["ablation"]["C4"]["design"] = ["augmentation", "dropout"]
     raw["ablation"]["C4"]["budgets"]["quick"] = {"epochs": 1, "k": 3}
+    fit_quick_floors(raw)
     params = parse_params(raw)
     seen: list[tuple[str, set[int], bool]] = []
     real_inputs, real_fit = training.training_inputs, training.keras.Model.fit
@@ -223,7 +224,7 @@ def test_check_lists_each_study_with_its_trainings(capsys: pytest.CaptureFixture
     assert cli(["--params", str(ROOT / "params.yaml"), "check"]) == 0
     lines = capsys.readouterr().out.splitlines()
     c4 = next(line for line in lines if line.strip().startswith("C4"))
-    assert "ablation of C1 on fashion_mnist" in c4 and "8 arms x 5 folds = 40 trainings" in c4
+    assert "ablation of C1 on fashion_mnist" in c4 and "8 arms x 3 folds = 24 trainings" in c4  # the quick budget's k
 
 
 def test_report_sets_the_seed_effects_beside_ours(tmp_path: Path) -> None:
@@ -272,6 +273,7 @@ def test_unshuffled_folds_of_class_sorted_data_are_refused(tmp_path: Path) -> No
     raw["ablation"] = {}
     raw["crossval"]["C3"]["folds"] = {"k": 5, "shuffle": False, "stratify": False}
     raw["crossval"]["C3"]["budgets"]["quick"] = {"epochs": 1}
+    fit_quick_floors(raw)
     with pytest.raises(
         ParamsError, match=r"crossval\.C3: fold 1 would train on no image of class c0, c1: .*shuffle: true"
     ):

@@ -167,9 +167,20 @@ def _write() -> None:
         json.dump(record, fh)
 
 
-# Only the stage command's own process: the processes it starts (MLflow inferring a model's requirements, a
-# Keras Tuner worker) inherit DVC_STAGE, and their time is already inside the phase that started them.
-if os.environ.get("DVC_STAGE") and os.environ.get("CNNLAB_PROBE_DIR") and not os.environ.get("CNNLAB_PROBED"):
+def _stage_process() -> bool:
+    """The stage command's own process, or the warm worker's fork that runs the stage for it (cnnlab.warm
+    loads this file again there); not the processes they start (MLflow inferring a model's requirements, a
+    Keras Tuner worker), which inherit DVC_STAGE and whose time is inside the phase that started them."""
+    if not (os.environ.get("DVC_STAGE") and os.environ.get("CNNLAB_PROBE_DIR")):
+        return False
+    probed = os.environ.get("CNNLAB_PROBED")
+    return not probed or probed == os.environ.get("CNNLAB_WARM_CLIENT")
+
+
+if _stage_process():
     os.environ["CNNLAB_PROBED"] = str(os.getpid())
     sys.meta_path.insert(0, _AfterImport())
+    for _name in set(HOOKS) & set(sys.modules):  # preloaded by a warm worker
+        for _dotted, _phase in HOOKS[_name]:
+            _wrap(sys.modules[_name], _dotted, _phase)
     atexit.register(_write)

@@ -17,7 +17,16 @@ from cnnlab.datasets import DATASETS
 from cnnlab.files import write_text
 from cnnlab.models import MODELS
 from cnnlab.predict import PredictInputError
-from cnnlab.report import build_rows, claims_chart, load_claims, markdown, search_section, study_section
+from cnnlab.report import (
+    build_rows,
+    claims_chart,
+    floor_checks,
+    floor_section,
+    load_claims,
+    markdown,
+    search_section,
+    study_section,
+)
 from cnnlab.tracking import ARTIFACTS_DIR, tracking_uri, use_experiment
 from cnnlab.tracking_server import ServerError
 
@@ -177,7 +186,8 @@ def report(args: argparse.Namespace) -> int:
         rows = [r for r in rows if r.test_accuracy is not None]
     studies = study_section(params, claims, Path(args.metrics), args.measured_only)
     searches = search_section(params, rows, Path(args.metrics))
-    text = markdown(rows, claims, args.title, sections=tuple(s for s in (studies, searches) if s))
+    floors = floor_section(floor_checks(params, rows, Path(args.metrics)))
+    text = markdown(rows, claims, args.title, sections=tuple(s for s in (studies, searches, floors) if s))
     if args.chart:
         print("wrote", claims_chart(rows, args.title, Path(args.chart)))
     if args.out:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.machinery
 import inspect
 import re
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
@@ -694,6 +695,40 @@ class Explain(Views):
             ) from None
 
 
+def _accuracy(value: float) -> float:
+    if not 0 <= value <= 1:
+        raise ValueError("a floor is an accuracy from 0 to 1 (0.8 = 80%)")
+    return value
+
+
+# Strict: YAML `true` or "0.8" is not silently taken for a number.
+Floor = Annotated[float, Field(strict=True), AfterValidator(_accuracy)]
+FloorSection = Literal["experiments", "crossval", "ablation", "tune", "finetune"]
+
+
+class QuickFloors(Strict):
+    """The least accuracy a result on the quick budget must reach to show that its model learns.
+
+    Each key is the params section whose ids its entries name: an id, or a pattern of ids (`F*`, fnmatch's
+    syntax), mapped to a floor. An id matches one entry at most, and every entry matches some id.
+    """
+
+    experiments: dict[str, Floor] = {}  # test accuracy
+    crossval: dict[str, Floor] = {}  # every arm's mean accuracy over its folds
+    ablation: dict[str, Floor] = {}  # every cell's mean accuracy over its folds
+    tune: dict[str, Floor] = {}  # the best trial's validation accuracy, and the retrained model's test accuracy
+    finetune: dict[str, Floor] = {}  # test accuracy (finetune.recipes ids)
+
+    def entries_for(self, section: FloorSection, target: str) -> list[str]:
+        """The entries (ids or patterns) of `section` that name `target`."""
+        return [key for key in getattr(self, section) if fnmatchcase(target, key)]
+
+    def floor(self, section: FloorSection, target: str) -> float | None:
+        """`target`'s floor, or None where no entry names it (validation leaves at most one that does)."""
+        entries = self.entries_for(section, target)
+        return getattr(self, section)[entries[0]] if entries else None
+
+
 class Params(Strict):
     budget: Budget = "quick"
     seed: int = 42
@@ -713,6 +748,8 @@ class Params(Strict):
     explain: Explain = Explain()
     # YOLO object detection through OpenCV's DNN module (a detect stage per id in detect.run)
     detect: Detect = Detect()
+    # the least accuracy each quick-budget result must reach; the report marks the ones below it
+    quick_floors: QuickFloors = QuickFloors()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Params:
@@ -747,7 +784,28 @@ class Params(Strict):
         self._check_searches()
         self._check_transfers()
         self._check_explain()
+        self._check_floors()
         return self
+
+    def ids_of(self, section: FloorSection) -> list[str]:
+        """The ids a `quick_floors` section names: its params section's keys (finetune's recipes)."""
+        return list(self.finetune.recipes if section == "finetune" else getattr(self, section))
+
+    def _check_floors(self) -> None:
+        for section in get_args(FloorSection):
+            ids = self.ids_of(section)
+            where = "finetune.recipes" if section == "finetune" else section
+            for key in getattr(self.quick_floors, section):
+                if not any(fnmatchcase(target, key) for target in ids):
+                    raise ValueError(
+                        f"quick_floors.{section}.{key}: names no id of `{where}`; the ids: {', '.join(ids) or '(none)'}"
+                    )
+            for target in ids:
+                entries = self.quick_floors.entries_for(section, target)
+                if len(entries) > 1:
+                    raise ValueError(
+                        f"quick_floors.{section}: {target} matches {' and '.join(entries)}; give each id one floor"
+                    )
 
     def _check_explain(self) -> None:
         models = {*self.experiments, *self.tune, *self.finetune.recipes}

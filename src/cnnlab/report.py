@@ -1,7 +1,8 @@
 """The reproduction report: what each seed claims (claims.yaml) beside what the pipeline measured (metrics/<id>/).
 
 Every measured number comes from the metrics files the train and evaluate stages wrote; the
-only numbers in claims.yaml are the seeds' own.
+only numbers in claims.yaml are the seeds' own. Results on the quick budget are also held to their floors
+(params.yaml `quick_floors`), and the ones below them are marked.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import yaml
 from pydantic import Field, ValidationError
 
-from cnnlab.config import Params, ParamsError, Strict
+from cnnlab.config import FloorSection, Params, ParamsError, Strict
 from cnnlab.plots import _save, plt  # the report's figure lives here so that changing it retrains nothing
 
 
@@ -55,6 +56,38 @@ def load_claims(path: Path) -> Claims:
 
 
 @dataclass(frozen=True)
+class FloorCheck:
+    """One quick-budget result held to its floor (params.yaml `quick_floors`)."""
+
+    id: str  # the experiment, study, search or transfer recipe
+    part: str  # a study's arm or cell, a search's "best trial" or "retrained"; "" where the id has one result
+    metric: str
+    value: float | None  # None: not measured yet
+    floor: float
+
+    @property
+    def below(self) -> bool:
+        return self.value is not None and self.value < self.floor
+
+    def __str__(self) -> str:
+        name = f"{self.id} {self.part}" if self.part else self.id
+        return f"{name}: {self.metric} {_percent(self.value)}, floor {_floor_text(self.floor)}"
+
+
+def quick_floor(params: Params, section: FloorSection, target: str, budget: str | None) -> float | None:
+    """The floor of a result produced on `budget`: only quick-budget results are held to one."""
+    return params.quick_floors.floor(section, target) if budget == "quick" else None
+
+
+def _checks(
+    params: Params, section: FloorSection, target: str, budget: str | None, results: list[tuple[str, str, float | None]]
+) -> list[FloorCheck]:
+    """`results` ((part, metric, value) each) held to `target`'s floor, if `budget` gives it one."""
+    floor = quick_floor(params, section, target, budget)
+    return [] if floor is None else [FloorCheck(target, part, metric, value, floor) for part, metric, value in results]
+
+
+@dataclass(frozen=True)
 class Row:
     id: str
     seed: str
@@ -71,6 +104,15 @@ class Row:
     params_claimed: int | None
     params_measured: int | None
     notes: str
+    floor: float | None = None  # its quick-budget floor on test accuracy; None off the quick budget
+
+    @property
+    def floor_check(self) -> FloorCheck | None:
+        return None if self.floor is None else FloorCheck(self.id, "", "test accuracy", self.test_accuracy, self.floor)
+
+    @property
+    def below_floor(self) -> bool:
+        return self.floor_check is not None and self.floor_check.below
 
     @property
     def difference(self) -> float | None:
@@ -127,6 +169,7 @@ def build_rows(params: Params, claims: Claims, metrics_root: Path) -> list[Row]:
                 params_claimed=claim.params,
                 params_measured=train.get("params"),
                 notes=_notes(claim, claims, train),
+                floor=quick_floor(params, "experiments", exp_id, train.get("budget")),
             )
         )
     return rows
@@ -157,6 +200,26 @@ def _count(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
+def _floor_text(floor: float) -> str:
+    return f"{100 * floor:g}%"
+
+
+def floor_cell(checks: list[FloorCheck]) -> str:
+    """A table's floor column: the floor, marked where a result falls below it ("-" where none applies)."""
+    if not checks:
+        return "-"
+    text = _floor_text(checks[0].floor)  # one id, one floor
+    below = [c for c in checks if c.below]
+    if not below:
+        return text
+    parts = f" ({', '.join(c.part for c in below)})" if len(checks) > 1 else ""
+    return f"**below floor {text}**{parts}"
+
+
+def _row_checks(row: Row) -> list[FloorCheck]:
+    return [] if row.floor_check is None else [row.floor_check]
+
+
 def markdown(rows: list[Row], claims: Claims, title: str, preface: str = "", sections: tuple[str, ...] = ()) -> str:
     header = [
         "id",
@@ -166,6 +229,7 @@ def markdown(rows: list[Row], claims: Claims, title: str, preface: str = "", sec
         "measured",
         "test acc.",
         "difference",
+        "quick floor",
         "budget",
         "epochs kept/run",
         "train images",
@@ -183,7 +247,8 @@ def markdown(rows: list[Row], claims: Claims, title: str, preface: str = "", sec
         seconds = "-" if r.train_seconds is None else f"{r.train_seconds:.0f} s"
         cells = [
             *(f"**{r.id}**", r.seed, r.claim_text, r.metric.replace("_accuracy", ""), _percent(r.measured)),
-            *(_percent(r.test_accuracy), _signed(r.difference), r.budget, r.epochs, _count(r.train_samples)),
+            *(_percent(r.test_accuracy), _signed(r.difference), floor_cell(_row_checks(r)), r.budget, r.epochs),
+            _count(r.train_samples),
             *(seconds, r.device, params, r.notes),
         ]
         lines.append(table_row(cells))
@@ -196,27 +261,28 @@ def markdown(rows: list[Row], claims: Claims, title: str, preface: str = "", sec
 
 def to_csv(rows: list[Row]) -> str:
     buffer = io.StringIO()
-    fields = [*asdict(rows[0]), "difference"] if rows else []
+    fields = [*asdict(rows[0]), "below_floor", "difference"] if rows else []
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({**asdict(row), "difference": row.difference})
+        writer.writerow({**asdict(row), "below_floor": row.below_floor, "difference": row.difference})
     return buffer.getvalue()
 
 
 def claims_chart(rows: list[Row], title: str, path: Path) -> Path:
-    """Measured accuracy per experiment as bars, the seed's claim as a black tick (none where it is qualitative)."""
+    """Measured accuracy per experiment as bars, the seed's claim as a black tick (none where it is qualitative);
+    a quick-budget bar below its floor is red."""
     fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.6), 4))
     positions = np.arange(len(rows))
     heights = [np.nan if r.measured is None else 100 * r.measured for r in rows]
-    colours = ["tab:blue" if r.budget == "full" else "tab:gray" for r in rows]
+    colours = ["tab:red" if r.below_floor else "tab:blue" if r.budget == "full" else "tab:gray" for r in rows]
     ax.bar(positions, heights, color=colours, width=0.7)
     ticks = [(x, 100 * r.claimed) for x, r in zip(positions, rows, strict=True) if r.claimed is not None]
     if ticks:
         ax.scatter(*zip(*ticks, strict=True), marker="_", s=400, color="black", label="seed's claim", zorder=3)
         ax.legend(loc="lower right")
     ax.set_xticks(positions, [r.id for r in rows], rotation=45, ha="right")
-    ax.set(ylim=(0, 100), ylabel="accuracy (%)", title=f"{title} (blue: full budget, grey: quick)")
+    ax.set(ylim=(0, 100), ylabel="accuracy (%)", title=f"{title} (blue: full budget, grey: quick, red: below floor)")
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 
@@ -238,8 +304,14 @@ def seed_main_effects(claimed: dict[str, float], arms: dict[str, dict], design: 
     return effects
 
 
-def _arms_table(found: dict, claimed: dict[str, float]) -> list[str]:
-    lines = [table_row(["arm", "seed's mean", "ours: mean ± std", "95% CI", "difference"]), "|---|---|---|---|---|"]
+def _study_checks(params: Params, study_id: str, kind: FloorSection, found: dict) -> list[FloorCheck]:
+    arms = [(arm, "mean fold accuracy", entry["mean"]) for arm, entry in found.get("arms", {}).items()]
+    return _checks(params, kind, study_id, found.get("budget"), arms)
+
+
+def _arms_table(found: dict, claimed: dict[str, float], checks: list[FloorCheck]) -> list[str]:
+    header = ["arm", "seed's mean", "ours: mean ± std", "95% CI", "difference", "quick floor"]
+    lines = [table_row(header), "|" + "---|" * len(header)]
     for arm, entry in found["arms"].items():
         seed_mean = claimed.get(arm)
         spread = "" if entry.get("std") is None else f" ± {100 * entry['std']:.2f}"
@@ -251,7 +323,7 @@ def _arms_table(found: dict, claimed: dict[str, float]) -> list[str]:
         lines.append(
             table_row([f"[{arm}] {entry['factors']}" if "factors" in entry else arm,
                   "-" if seed_mean is None else f"{seed_mean:.5f}", f"{_percent(entry['mean'])}{spread}", interval,
-                  _signed(difference)])
+                  _signed(difference), floor_cell([c for c in checks if c.part == arm])])
         )  # fmt: skip
     return lines
 
@@ -283,9 +355,14 @@ def _effect_lines(found: dict, claimed: dict[str, float]) -> list[str]:
     return lines
 
 
+def _studies(params: Params) -> list[tuple[str, Literal["crossval", "ablation"]]]:
+    """(id, kind) of every study; the kind names its params section and its metrics file."""
+    return [*((i, "crossval") for i in params.crossval), *((i, "ablation") for i in params.ablation)]
+
+
 def study_section(params: Params, claims: Claims, metrics_root: Path, measured_only: bool = False) -> str:
     """The studies' arms beside the seeds' means, their comparisons or main effects, and the seeds' notes."""
-    studies = [(i, "crossval") for i in params.crossval] + [(i, "ablation") for i in params.ablation]
+    studies = _studies(params)
     if measured_only:
         studies = [(i, kind) for i, kind in studies if (metrics_root / i / f"{kind}.json").is_file()]
     if not studies:
@@ -317,9 +394,21 @@ def study_section(params: Params, claims: Claims, metrics_root: Path, measured_o
             "",
         ]
         claimed = claim.arms if claim else {}
-        lines += [*_arms_table(found, claimed), "", *_comparison_lines(found, claimed), *_effect_lines(found, claimed)]
+        checks = _study_checks(params, study_id, kind, found)
+        lines += [*_arms_table(found, claimed, checks), "", *_comparison_lines(found, claimed)]
+        lines += _effect_lines(found, claimed)
         lines += ["", claim.note, ""] if claim and claim.note else [""]
     return "\n".join(lines)
+
+
+def _search_checks(params: Params, search_id: str, found: dict, trained: dict, tested: dict) -> list[FloorCheck]:
+    """The best trial's validation accuracy (where it is the objective) and the retrained model's test accuracy."""
+    results = [("retrained", "test accuracy", tested.get("test_accuracy"))]
+    if found.get("objective") == "val_accuracy":
+        results.insert(0, ("best trial", "validation accuracy", found["best_objective"]))
+    # tune.json does not record its budget; the retrain of the same search (train.json) does
+    budget = trained.get("budget") or params.search_budget(search_id)
+    return _checks(params, "tune", search_id, budget, results)
 
 
 def search_section(params: Params, rows: list[Row], metrics_root: Path) -> str:
@@ -327,21 +416,23 @@ def search_section(params: Params, rows: list[Row], metrics_root: Path) -> str:
     if not params.tune:
         return ""
     header = ["search", "data set", "tuner", "trials (failed)", "best validation", "parameters", "test accuracy",
-              "best seed claim on the data", "trial hours", "budget", "device"]  # fmt: skip
+              "quick floor", "best seed claim on the data", "trial hours", "budget", "device"]  # fmt: skip
     lines = []
     for search_id, search in params.tune.items():
         found = _read(metrics_root / search_id / "tune.json")
         tested = _read(metrics_root / search_id / "evaluate.json")
+        checks = _search_checks(params, search_id, found, _read(metrics_root / search_id / "train.json"), tested)
         same_data = [r for r in rows if r.claimed is not None and r.metric == "test_accuracy"
                      and params.recipe(r.id).dataset == search.dataset]  # fmt: skip
         top = max(same_data, key=lambda r: r.claimed or 0.0, default=None)
         if not found:
-            lines.append([search_id, search.dataset, search.tuner, "not run yet", *["-"] * 7])
+            lines.append([search_id, search.dataset, search.tuner, "not run yet", *["-"] * 8])
             continue
         lines.append([
             search_id, search.dataset, search.tuner, f"{found['trials']} ({found['failed']})",
             f"{found['best_objective']:.4f} {found['objective']}", _count(found["best_params"]),
-            _percent(tested.get("test_accuracy")), f"{_percent(top.claimed)} ({top.id})" if top else "-",
+            _percent(tested.get("test_accuracy")), floor_cell(checks),
+            f"{_percent(top.claimed)} ({top.id})" if top else "-",
             f"{found['trial_hours']:.2f}", params.search_budget(search_id), found["device"],
         ])  # fmt: skip
     intro = (
@@ -356,13 +447,18 @@ def table_section(title: str, intro: str, header: list[str], lines: list[list[st
     return "\n".join([f"## {title}", "", intro, "", markdown_table(header, lines), ""])
 
 
+def _transfer_checks(params: Params, transfer_id: str, train: dict, tested: dict) -> list[FloorCheck]:
+    results = [("", "test accuracy", tested.get("test_accuracy"))]
+    return _checks(params, "finetune", transfer_id, train.get("budget"), results)
+
+
 def transfer_section(params: Params, claims: Claims, rows: list[Row], metrics_root: Path) -> str:
     """Each transfer recipe the pipeline ran, beside the from-scratch experiments on the same data and the seeds'
     figures (which are for the seeds' own backbone)."""
     if not params.finetune.run:
         return ""
     header = ["id", "network", "mode", "data set", "train images", "epochs", "validation acc.", "test acc.",
-              "seed claims", "train time", "budget", "device"]  # fmt: skip
+              "quick floor", "seed claims", "train time", "budget", "device"]  # fmt: skip
     lines, datasets = [], set()
     for transfer_id in params.finetune.run:
         recipe = params.finetune.recipes[transfer_id]
@@ -376,7 +472,8 @@ def transfer_section(params: Params, claims: Claims, rows: list[Row], metrics_ro
         lines.append([
             f"**{transfer_id}**", f"{recipe.backbone.name} ({weights})", recipe.mode, recipe.dataset,
             _count(train.get("train_samples")), str(train.get("epochs_run", "-")), _percent(train.get("val_accuracy")),
-            _percent(tested.get("test_accuracy")), f"{claim.text} ({claim.seed})" if claim else "-",
+            _percent(tested.get("test_accuracy")), floor_cell(_transfer_checks(params, transfer_id, train, tested)),
+            f"{claim.text} ({claim.seed})" if claim else "-",
             f"{train['train_seconds']:.0f} s" if train else "not run yet",
             train.get("budget", "-"), train.get("device", "-"),
         ])  # fmt: skip
@@ -386,8 +483,8 @@ def transfer_section(params: Params, claims: Claims, rows: list[Row], metrics_ro
             lines.append([
                 r.id, recipe.model, "from scratch", recipe.dataset, _count(r.train_samples), r.epochs.split("/")[-1],
                 _percent(r.measured if r.metric == "val_accuracy" else None), _percent(r.test_accuracy),
-                f"{r.claim_text} ({r.seed})", "-" if r.train_seconds is None else f"{r.train_seconds:.0f} s",
-                r.budget, r.device,
+                floor_cell(_row_checks(r)), f"{r.claim_text} ({r.seed})",
+                "-" if r.train_seconds is None else f"{r.train_seconds:.0f} s", r.budget, r.device,
             ])  # fmt: skip
     intro = (
         "Transfer learning (`dvc repro finetune@<id>`, then `evaluate_finetuned@<id>`), beside the networks "
@@ -395,3 +492,37 @@ def transfer_section(params: Params, claims: Claims, rows: list[Row], metrics_ro
         "vs dogs); ours is the backbone named in the table."
     )
     return table_section("Transfer learning", intro, header, lines)
+
+
+def floor_checks(params: Params, rows: list[Row], metrics_root: Path) -> list[FloorCheck]:
+    """Every quick-budget result the report shows, held to its floor: experiments (`rows`), study arms and
+    cells, searches and the transfer recipes the pipeline runs."""
+    checks = [c for r in rows for c in _row_checks(r)]
+    for study_id, kind in _studies(params):
+        checks += _study_checks(params, study_id, kind, _read(metrics_root / study_id / f"{kind}.json"))
+    for search_id in params.tune:
+        found, trained, tested = (_read(metrics_root / search_id / f"{n}.json") for n in ("tune", "train", "evaluate"))
+        checks += _search_checks(params, search_id, found, trained, tested)
+    for transfer_id in params.finetune.run:
+        train, tested = (_read(metrics_root / transfer_id / f"{n}.json") for n in ("train", "evaluate"))
+        checks += _transfer_checks(params, transfer_id, train, tested)
+    return checks
+
+
+def floor_section(checks: list[FloorCheck]) -> str:
+    """The quick-budget results below their floors, in one list (each table marks its own too)."""
+    measured = [c for c in checks if c.value is not None]
+    if not measured:
+        return ""
+    below = [c for c in measured if c.below]
+    held = f"{plural(len(measured), 'quick-budget result')} held to their floors (`quick_floors` in params.yaml)"
+    verdict = f"{len(below)} {'falls' if len(below) == 1 else 'fall'} below." if below else "all reach them."
+    lines = ["## Quick-budget floors", "", f"{held}: {verdict}"]
+    lines += ["", *(f"- **{c}**" for c in below)] if below else []
+    return "\n".join(lines) + "\n"
+
+
+def floor_metrics(checks: list[FloorCheck]) -> dict[str, float]:
+    """For the report's MLflow run: how many quick-budget results were held to a floor, and how many fell below."""
+    measured = [c for c in checks if c.value is not None]
+    return {"quick_floor.checked": len(measured), "quick_floor.below": sum(c.below for c in measured)}
