@@ -31,8 +31,20 @@ sys.exit(int(sys.argv[1]))
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A worker of this module's own (its socket in a private folder), gone a few seconds after the last test."""
-    return tmp_path_factory.mktemp("warm-runtime")
+    """A worker of this module's own (its socket in a private folder), ready, and gone soon after the last test.
+    The first run finds none: it runs in its own process and starts one; the runs after it are served."""
+    runtime = tmp_path_factory.mktemp("warm-runtime")
+    script = script_in(tmp_path_factory.mktemp("first"))
+    done, report = run_script(script, runtime, "0")
+    assert done.returncode == 0, done.stderr
+    assert report["warm_for"] is None and not report["keras_preloaded"]
+    assert "no warm worker" not in done.stderr  # starting one is not a failure worth a line
+    deadline = time.monotonic() + 180
+    while not report["warm_for"]:
+        assert time.monotonic() < deadline, "the worker did not start"
+        time.sleep(0.5)
+        report = run_script(script, runtime, "0")[1]
+    return runtime
 
 
 def env_for(runtime: Path, **extra: str) -> dict[str, str]:
@@ -97,7 +109,9 @@ def test_an_uncaught_error_prints_the_scripts_traceback_and_exits_1(tmp_path: Pa
     script.write_text(
         "from cnnlab.warm import run_in_warm_worker\nrun_in_warm_worker(__file__)\nraise ValueError('bad input')\n"
     )
-    done = subprocess.run([sys.executable, str(script)], env=env_for(runtime), capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env_for(runtime), capture_output=True, text=True
+    )
     assert done.returncode == 1
     assert "ValueError: bad input" in done.stderr
     assert 'broken.py", line 3' in done.stderr
@@ -110,7 +124,9 @@ def test_a_signal_to_the_stages_process_reaches_the_stage(tmp_path: Path, runtim
         "import os, sys, time\nfrom cnnlab.warm import run_in_warm_worker\nrun_in_warm_worker(__file__)\n"
         "print(os.getpid(), flush=True)\ntime.sleep(600)\n"
     )
-    process = subprocess.Popen([sys.executable, str(script)], env=env_for(runtime), stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(script)], cwd=tmp_path, env=env_for(runtime), stdout=subprocess.PIPE, text=True
+    )
     assert process.stdout is not None
     stage_pid = int(process.stdout.readline())
     assert stage_pid != process.pid
@@ -141,9 +157,10 @@ def test_a_train_stage_gives_the_same_model_metrics_warm_and_cold(tmp_path: Path
             timeout=600,
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        assert ("no warm worker" in done.stderr) is False
+        assert "no warm worker" not in done.stderr
         metrics[mode] = json.loads((tmp_path / "metrics" / "F1" / "train.json").read_text())
         metrics[mode].pop("train_seconds")
+    assert len(list(runtime.glob("*.log"))) == 1, "the warm run was served by a worker of its own: it ran cold"
     assert metrics["1"] == metrics["0"]
     assert metrics["1"]["val_accuracy"] > 0.5  # it learned (chance is 0.1)
 
@@ -156,6 +173,8 @@ def test_a_stage_imported_by_a_test_stays_in_the_importing_process(tmp_path: Pat
         "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
         "print('still here', os.environ.get('CNNLAB_WARM_CLIENT'))\n"
     )
-    done = subprocess.run([sys.executable, str(importer)], env=env_for(runtime), capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(importer)], cwd=tmp_path, env=env_for(runtime), capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "still here None"

@@ -5,10 +5,11 @@ that has them spends tearing them down at exit.
 A stage script calls `run_in_warm_worker(__file__)` before its heavy imports. In the script's own process
 (the one DVC or a user starts) that connects to the worker for this Python and environment, starting one
 if none runs, passes it the command line, working directory, environment and terminal (stdin, stdout,
-stderr), forwards Ctrl-C and termination signals, and exits with the stage's exit status. In the worker's
-fork the call returns and the script runs as it would in a fresh process: the project's own modules are
-imported afresh (edits take effect), the random generators are reseeded, and threads are joined and exit
-handlers run at the end.
+stderr), forwards Ctrl-C and termination signals, and exits with the stage's exit status. A stage that
+finds no worker ready runs in its own process (and starts one, if none is starting, for the stages after
+it). In the worker's fork the call returns and the script runs as it would in a fresh process: the
+project's own modules are imported afresh (edits take effect), the random generators are reseeded, and
+threads are joined and exit handlers run at the end.
 
 Only third-party modules are preloaded, and a worker serves only processes whose interpreter, import path
 (outside the project) and import-time environment (`KERAS_BACKEND`, `TF_*`, ...) are the ones it started
@@ -62,7 +63,6 @@ PRELOAD = (
 # a worker serves only stages that agree with it on these.
 IMPORT_ENV = ("KERAS_", "TF_", "JAX_", "XLA_", "CUDA_", "MPL", "PYTHON", "OMP_", "MKL_", "OPENBLAS_", "LD_")
 IMPORT_ENV_NAMES = ("HOME", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-START_TIMEOUT_S = 180.0
 SIGNALS_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -84,6 +84,8 @@ def run_in_warm_worker(script: str) -> None:
         return
     try:
         status = _run_remote(os.path.abspath(script))
+    except WorkerStarting:
+        return
     except WarmUnavailable as exc:
         print(f"cnnlab: no warm worker ({exc}); running the stage in its own process", file=sys.stderr)
         return
@@ -165,36 +167,38 @@ def _connect(path: Path) -> socket.socket | None:
     return conn
 
 
-def _start_worker(folder: Path, key: str) -> socket.socket:
-    """Start this key's worker (one stage at a time does, under a lock) and connect once it listens."""
+class WorkerStarting(WarmUnavailable):
+    """This key's worker is importing: the stage runs in its own process rather than wait for it."""
+
+
+def _start_worker(folder: Path, key: str) -> NoReturn:
+    """Start this key's worker in the background unless one is starting already; either way this stage runs
+    in its own process (no slower than waiting), and the stages after it find the worker ready. The worker
+    inherits the lock and holds it until it listens, so only one starts."""
     sock_path, log_path = folder / f"{key}.sock", folder / f"{key}.log"
     with open(folder / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if conn := _connect(sock_path):
-            return conn
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WorkerStarting("a worker is starting") from None
         sock_path.unlink(missing_ok=True)  # a worker that died without cleaning up
         env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_") and k != "CNNLAB_PROBED"}
-        code = f"import sys; sys.path[1:] = {sys.path[1:]!r}; from cnnlab.warm import serve; serve({str(sock_path)!r})"
+        code = (
+            f"import sys; sys.path[1:] = {sys.path[1:]!r}; from cnnlab.warm import serve; "
+            f"serve({str(sock_path)!r}, {lock.fileno()})"
+        )
         with open(log_path, "w") as log:
-            worker = subprocess.Popen(
+            subprocess.Popen(
                 [sys.executable, "-c", code],
                 cwd="/",
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
+                pass_fds=(lock.fileno(),),
                 start_new_session=True,  # Ctrl-C in the terminal stops the stage, not the worker
             )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if conn := _connect(sock_path):
-                return conn
-            if worker.poll() is not None:
-                tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
-                raise WarmUnavailable(f"the worker exited with {worker.returncode}: {' / '.join(tail)}")
-            time.sleep(0.05)
-        worker.kill()
-        raise WarmUnavailable(f"the worker did not start within {START_TIMEOUT_S:.0f} s (log: {log_path})")
+    raise WorkerStarting("started one for the next stages")
 
 
 def _forward_signals(pid: int) -> None:
@@ -227,9 +231,10 @@ def _umask() -> int:
 # ---- the worker --------------------------------------------------------------------------------------------
 
 
-def serve(sock_path: str) -> None:
-    """Preload, then fork one waiter per stage request until idle; a waiter forks the stage and reports
-    its exit status (so a stage that crashes hard still gets one)."""
+def serve(sock_path: str, starting_lock: int) -> None:
+    """Preload, listen (then let go of the lock that kept other stages from starting a worker too), and fork
+    one waiter per stage request; a waiter forks the stage and reports its exit status (so a stage that
+    crashes hard still gets one). Exits once no stage has run for CNNLAB_WARM_IDLE seconds."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as `import cnnlab` does, before TensorFlow loads
     os.environ.setdefault("MPLBACKEND", "Agg")
     for name in PRELOAD:
@@ -241,19 +246,27 @@ def serve(sock_path: str) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(sock_path)
     listener.listen(16)
-    listener.settimeout(idle)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # waiters are reaped by the kernel
-    worker = os.getpid()
+    os.close(starting_lock)
+    listener.settimeout(1.0)
+    worker, idle_since = os.getpid(), time.monotonic()
+    waiters: set[int] = set()
     try:
         while True:
             try:
                 conn, _ = listener.accept()
             except TimeoutError:
-                return
+                waiters = {pid for pid in waiters if os.waitpid(pid, os.WNOHANG)[0] == 0}
+                if waiters:  # a long stage is not idleness
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since > idle:
+                    return
+                continue
             conn.settimeout(None)
-            if os.fork() == 0:
+            pid = os.fork()
+            if pid == 0:
                 listener.close()
                 _wait_on_stage(conn)
+            waiters.add(pid)
             conn.close()
     finally:
         if os.getpid() == worker:
@@ -261,7 +274,6 @@ def serve(sock_path: str) -> None:
 
 
 def _wait_on_stage(conn: socket.socket) -> NoReturn:
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     try:
         request, fds = _read_request(conn)
     except (OSError, ValueError) as exc:
