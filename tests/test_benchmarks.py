@@ -154,6 +154,7 @@ def test_probe_times_each_phase_once_in_a_stage_process(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.json"))
 
 
+@pytest.mark.slow
 def test_pipeline_benchmark_times_each_stage_of_a_fresh_clone(tmp_path: Path, mirror: Path) -> None:
     if not (ROOT / ".git").exists():
         pytest.fail("benchmarks/run.py pipeline clones the project: run the tests in a git checkout")

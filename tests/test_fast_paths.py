@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from cnnlab import backend
@@ -71,6 +72,7 @@ print(json.dumps({"scanned": grouped.model.train_function.__qualname__}))
 """
 
 
+@pytest.mark.slow
 def test_scanned_steps_under_jax_train_as_single_steps(fashion_dir: Path) -> None:
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     code = textwrap.dedent(JAX_SCRIPT)

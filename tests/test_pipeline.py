@@ -13,6 +13,8 @@ import pytest
 
 from conftest import copy_project, run
 
+pytestmark = pytest.mark.slow  # whole-pipeline runs: the full suite, not the inner loop
+
 EXPERIMENTS = ["F0", "F1"]
 STAGES = ["download@fashion_mnist", "preprocess@fashion_mnist", "train@F0", "train@F1", "evaluate@F0", "evaluate@F1"]
 STAGES += ["tune@T1", "retrain@T1", "evaluate@T1"]  # a search's stages (its evaluate_tuned runs evaluate.py)

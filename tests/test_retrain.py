@@ -25,6 +25,8 @@ from cnnlab import retraining
 from cnnlab.tracking_server import cluster, mlflow_server
 from conftest import GIT, copy_project, free_port, run
 
+pytestmark = pytest.mark.slow  # whole-pipeline runs: the full suite, not the inner loop
+
 CNNLAB = [sys.executable, "-m", "cnnlab.cli"]
 BASELINE, BETTER, WORSE = 1000, 6000, 150  # F0's training images: the knob each change turns
 

@@ -112,6 +112,7 @@ def write_prepared(folder: Path, x: np.ndarray, y: np.ndarray) -> None:
     (folder / "meta.json").write_text(json.dumps(meta))
 
 
+@pytest.mark.slow
 def test_validation_rows_never_reach_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every batch source `fit` trains on, augmented or not, holds only the fold's training rows (the seed's C4
     trained its augmented cells on the whole training set, held-out fold included)."""

@@ -15,6 +15,8 @@ import pytest
 
 from conftest import copy_project, run
 
+pytestmark = pytest.mark.slow  # whole-pipeline runs: the full suite, not the inner loop
+
 FOLDS = 3
 CELLS = 8  # 2^3
 TRAININGS = CELLS * FOLDS

@@ -90,6 +90,7 @@ def test_failed_train_stage_keeps_previous_outputs_and_marks_run_failed(tiny_pro
     shutil.rmtree(root / "models")
 
 
+@pytest.mark.slow
 def test_killed_train_stage_keeps_previous_model_and_marks_run_failed(tiny_project) -> None:
     """A real SIGTERM in the middle of training, as when a user stops `dvc repro`."""
     root = tiny_project[0]

@@ -190,6 +190,7 @@ def tiny_transfer(params: dict) -> None:
     params["finetune"]["recipes"]["D3"]["budgets"]["quick"] = {"epochs": 3, "train_samples": 300}
 
 
+@pytest.mark.slow
 def test_the_finetune_stage_trains_logs_and_is_evaluated_and_reported(tmp_path: Path) -> None:
     import mlflow
 
@@ -229,6 +230,7 @@ def test_more_than_two_classes_get_a_softmax_and_sparse_cross_entropy(cats: dict
     assert result.model.predict(x[:4], verbose=0).sum(axis=1) == pytest.approx(np.ones(4), abs=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("classes", [2, 3])
 def test_a_users_own_image_folder_is_fine_tuned_evaluated_and_logged(
     tmp_path: Path, classes: int, caplog: pytest.LogCaptureFixture

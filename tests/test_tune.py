@@ -121,6 +121,7 @@ def test_searched_cnn_has_the_parameters_counted_by_hand() -> None:
 # ---------------------------------------------------------------- a search, its outputs, the retrained best
 
 
+@pytest.mark.slow
 def test_search_logs_every_trial_and_its_best_model_is_retrained_and_evaluated(tmp_path, fashion) -> None:
     # dense 4096 after one 8-filter block is 1.6M parameters: such trials must fail, not stop the search
     space = {**SMALL_SPACE, "dense_units": [32, 4096]}
@@ -183,6 +184,7 @@ def test_a_trial_that_crashes_is_tagged_invalid_and_the_search_goes_on(tmp_path,
     assert json.loads((Paths(tmp_path).metrics("T1") / "tune.json").read_text())["failed"] == 1
 
 
+@pytest.mark.slow
 def test_same_search_same_trials(tmp_path, fashion) -> None:
     """A seeded search is repeatable: the same trials with the same scores, augmented trials included, and
     Hyperband continues an augmented trial from its saved weights."""
@@ -202,6 +204,7 @@ def test_same_search_same_trials(tmp_path, fashion) -> None:
 # ---------------------------------------------------------------- resume and restart
 
 
+@pytest.mark.slow
 def test_interrupted_search_resumes_and_a_changed_space_starts_afresh(tmp_path, fashion, monkeypatch) -> None:
     params = make_project(tmp_path, fashion, max_trials=4)
     paths = Paths(tmp_path)
@@ -249,6 +252,7 @@ def test_interrupted_search_resumes_and_a_changed_space_starts_afresh(tmp_path, 
 # ---------------------------------------------------------------- distributed
 
 
+@pytest.mark.slow
 def test_chief_and_two_workers_share_one_search(tmp_path, fashion, private_mlflow) -> None:
     make_project(tmp_path, fashion, max_trials=6)
     mlflow.MlflowClient().search_experiments()  # create the store's tables once, not in three processes at once

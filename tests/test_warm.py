@@ -138,6 +138,7 @@ def test_a_signal_to_the_stages_process_reaches_the_stage(tmp_path: Path, runtim
     assert not Path(f"/proc/{stage_pid}").exists()
 
 
+@pytest.mark.slow
 def test_a_train_stage_gives_the_same_model_metrics_warm_and_cold(tmp_path: Path, runtime: Path, fashion: dict) -> None:
     """The worker has imported Keras and TensorFlow before the stage set its seeds and threads: that must not
     change a single number of the training."""
