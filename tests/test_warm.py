@@ -179,3 +179,21 @@ def test_a_stage_imported_by_a_test_stays_in_the_importing_process(tmp_path: Pat
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "still here None"
+
+
+def test_a_worker_that_goes_away_before_the_stage_starts_leaves_it_to_run_here(tmp_path: Path) -> None:
+    """A worker that exits, idle, just as a stage connects: the stage runs in its own process instead."""
+    script = tmp_path / "stage.py"
+    script.write_text(
+        "import os, socket, threading\nfrom cnnlab import warm\n"
+        "listener = socket.socket(socket.AF_UNIX)\n"
+        "listener.bind(str(warm.runtime_dir() / f'{warm.worker_key()}.sock'))\nlistener.listen()\n"
+        "threading.Thread(target=lambda: listener.accept()[0].close(), daemon=True).start()\n"
+        "warm.run_in_warm_worker(__file__)\nprint('ran here', os.environ.get('CNNLAB_WARM_CLIENT'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ran here None"
+    assert "no warm worker (" in done.stderr

@@ -140,21 +140,20 @@ def _run_remote(script: str) -> int:
             "client": os.getpid(),
         }
         body = json.dumps(request).encode()
-        socket.send_fds(conn, [struct.pack("!I", len(body))], [0, 1, 2])
-        conn.sendall(body)
         replies = conn.makefile("rb")
-        started = _reply(replies)
+        try:  # until the stage has started, a worker that went away (idle, at that moment) costs nothing
+            socket.send_fds(conn, [struct.pack("!I", len(body))], [0, 1, 2])
+            conn.sendall(body)
+            started = json.loads(replies.readline() or b'{"error": "the worker closed the connection"}')
+        except OSError as exc:
+            raise WarmUnavailable(f"the worker went away: {exc}") from None
         if "error" in started:
             raise WarmUnavailable(started["error"])
         _forward_signals(started["pid"])
-        return int(_reply(replies)["status"])
-
-
-def _reply(replies: Any) -> dict[str, Any]:
-    line = replies.readline()
-    if not line:
-        raise SystemExit("cnnlab: the warm worker ended before the stage reported its exit status")
-    return json.loads(line)
+        ended = replies.readline()
+        if not ended:
+            raise SystemExit("cnnlab: the warm worker ended before the stage reported its exit status")
+        return int(json.loads(ended)["status"])
 
 
 def _connect(path: Path) -> socket.socket | None:
