@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,11 +32,16 @@ sys.exit(int(sys.argv[1]))
 """
 
 
+def short_folder() -> Path:
+    """A folder for sockets: a Unix socket's path is limited to 107 bytes, which pytest's own folders can pass."""
+    return Path(tempfile.mkdtemp(prefix="cw-"))
+
+
 @pytest.fixture(scope="module")
-def runtime(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A worker of this module's own (its socket in a private folder), ready, and gone soon after the last test.
     The first run finds none: it runs in its own process and starts one; the runs after it are served."""
-    runtime = tmp_path_factory.mktemp("warm-runtime")
+    runtime = short_folder()
     script = script_in(tmp_path_factory.mktemp("first"))
     done, report = run_script(script, runtime, "0")
     assert done.returncode == 0, done.stderr
@@ -44,7 +52,8 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Path:
         assert time.monotonic() < deadline, "the worker did not start"
         time.sleep(0.5)
         report = run_script(script, runtime, "0")[1]
-    return runtime
+    yield runtime
+    shutil.rmtree(runtime, ignore_errors=True)
 
 
 def env_for(runtime: Path, **extra: str) -> dict[str, str]:
@@ -191,9 +200,20 @@ def test_a_worker_that_goes_away_before_the_stage_starts_leaves_it_to_run_here(t
         "threading.Thread(target=lambda: listener.accept()[0].close(), daemon=True).start()\n"
         "warm.run_in_warm_worker(__file__)\nprint('ran here', os.environ.get('CNNLAB_WARM_CLIENT'))\n"
     )
+    runtime = short_folder()
     done = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True
+        [sys.executable, str(script)], cwd=tmp_path, env=env_for(runtime), capture_output=True, text=True
     )
+    shutil.rmtree(runtime, ignore_errors=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ran here None"
     assert "no warm worker (" in done.stderr
+
+
+def test_a_runtime_folder_too_long_for_a_socket_is_named_and_the_stage_runs_here(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 90)
+    deep.mkdir()
+    done, report = run_script(script_in(tmp_path), deep, "0")
+    assert done.returncode == 0, done.stderr
+    assert report["warm_for"] is None
+    assert "too long a path for a Unix socket; set XDG_RUNTIME_DIR" in done.stderr

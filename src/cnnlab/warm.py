@@ -63,6 +63,7 @@ PRELOAD = (
 # a worker serves only stages that agree with it on these.
 IMPORT_ENV = ("KERAS_", "TF_", "JAX_", "XLA_", "CUDA_", "MPL", "PYTHON", "OMP_", "MKL_", "OPENBLAS_", "LD_")
 IMPORT_ENV_NAMES = ("HOME", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+SOCKET_PATH_MAX, SOCKET_NAME_BYTES = 107, 30  # Linux's sun_path limit; "/<24 hex digits>.sock" and a margin
 SIGNALS_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -123,6 +124,8 @@ def runtime_dir() -> Path:
     info = folder.stat()
     if info.st_uid != os.getuid() or info.st_mode & 0o077:
         raise WarmUnavailable(f"{folder} is not private to this user")
+    if len(os.fsencode(folder)) + SOCKET_NAME_BYTES > SOCKET_PATH_MAX:
+        raise WarmUnavailable(f"{folder} is too long a path for a Unix socket; set XDG_RUNTIME_DIR to a shorter one")
     return folder
 
 
