@@ -113,6 +113,11 @@ def _wrap(module: Any, dotted: str, phase: str) -> None:
         setattr(owner, name, wrapper)
 
 
+def _wrap_hooks(module: Any, name: str) -> None:
+    for dotted, phase in HOOKS[name]:
+        _wrap(module, dotted, phase)
+
+
 def _marks_entry(function: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -135,8 +140,7 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 
         def exec_module(module: Any) -> None:
             run_module(module)
-            for dotted, phase in HOOKS[name]:
-                _wrap(module, dotted, phase)
+            _wrap_hooks(module, name)
 
         spec.loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
@@ -181,6 +185,5 @@ if _stage_process():
     os.environ["CNNLAB_PROBED"] = str(os.getpid())
     sys.meta_path.insert(0, _AfterImport())
     for _name in set(HOOKS) & set(sys.modules):  # preloaded by a warm worker
-        for _dotted, _phase in HOOKS[_name]:
-            _wrap(sys.modules[_name], _dotted, _phase)
+        _wrap_hooks(sys.modules[_name], _name)
     atexit.register(_write)
