@@ -58,8 +58,7 @@ def main(params: Params, paths: stage.Paths, model_id: str) -> None:
             log.info("%s: the model has no convolution: no kernels, feature maps, patterns or Grad-CAM", model_id)
         else:
             pictures.append(explain.kernels_png(model, model_id, folder / "kernels.png"))
-            probabilities = model.predict(x_test.astype("float32"), batch_size=256, verbose=0)
-            pictures += explain.grad_cam_pngs(model, choice.grad_cam_layer, x_test, y_test, probabilities, classes,
+            pictures += explain.grad_cam_pngs(model, choice.grad_cam_layer, x_test, y_test, classes,
                                               views.grad_cam_images, model_id, folder)  # fmt: skip
         pictures += explain.feature_map_pngs(model, choice, x_test, views.max_maps, model_id, folder)
         patterns, ascent = explain.pattern_pngs(model, choice, views, params.seed, model_id, folder)

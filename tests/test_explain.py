@@ -12,7 +12,7 @@ import pytest
 
 from cnnlab.cli import main as cnnlab_main
 from cnnlab.config import ParamsError, parse_params
-from cnnlab.explain import augmented_draws, choose, predictions, spread_over_classes
+from cnnlab.explain import augmented_draws, choose, predict_for_grad_cam, predictions, spread_over_classes
 from cnnlab.layer_views import feature_maps
 from cnnlab.predict import load_model
 from cnnlab.stage import Paths
@@ -119,6 +119,36 @@ def test_images_are_taken_one_class_after_another() -> None:
     labels = np.array([0, 0, 0, 1, 1, 2, 2, 2])
     assert spread_over_classes(labels, np.ones(8, bool), 5).tolist() == [0, 3, 5, 1, 4]
     assert spread_over_classes(labels, labels != 1, 10).tolist() == [0, 5, 1, 6, 2, 7]
+
+
+class TableModel:
+    """A stand-in model whose 'image' i (a 1x1x1 array holding i) gets row i of a fixed probability table."""
+
+    def __init__(self, table: np.ndarray) -> None:
+        self.table, self.predicted = table, 0
+
+    def predict(self, images: np.ndarray, **_: object) -> np.ndarray:
+        self.predicted += len(images)
+        return self.table[images[:, 0, 0, 0].astype(int)]
+
+
+@pytest.mark.parametrize("sorted_by_class", [True, False])
+@pytest.mark.parametrize("accuracy", [0.1, 0.9, 0.999, 1.0])
+def test_grad_cam_images_are_those_a_whole_test_set_prediction_picks(sorted_by_class: bool, accuracy: float) -> None:
+    rng = np.random.default_rng(int(accuracy * 1000) + sorted_by_class)
+    labels = np.sort(rng.integers(0, 10, 5000)) if sorted_by_class else rng.integers(0, 10, 5000)
+    guessed = np.where(rng.random(5000) < accuracy, labels, (labels + rng.integers(1, 10, 5000)) % 10)
+    table = np.eye(10, dtype="float32")[guessed]
+    images = np.arange(5000, dtype="float32").reshape(-1, 1, 1, 1)
+    model = TableModel(table)
+    probabilities, known = predict_for_grad_cam(model, images, labels, count=6, chunk=500)
+    for right in (True, False):
+        everything = spread_over_classes(labels, (guessed == labels) == right, 6)
+        partial = spread_over_classes(labels, known & ((probabilities.argmax(1) == labels) == right), 6)
+        assert partial.tolist() == everything.tolist()
+        np.testing.assert_array_equal(probabilities[partial], table[partial])
+    if 0.1 <= accuracy <= 0.9:  # both kinds are common: a chunk or two decides, not the whole set
+        assert model.predicted <= 1000
 
 
 def test_explain_settings_for_an_unknown_model_or_key_are_refused() -> None:

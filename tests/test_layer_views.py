@@ -55,3 +55,24 @@ def test_kernels_and_maps_are_drawn(m1: keras.Model, tmp_path: Path) -> None:
     maps = feature_maps(m1, [name], np.zeros((1, 28, 28, 1), np.uint8))[name]
     map_png = feature_map_grid(maps[0], "M1 feature maps", tmp_path / "maps.png")
     assert kernel_png.read_bytes().startswith(b"\x89PNG") and map_png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_grid_shows_each_tile_in_its_place_with_its_overlay(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from cnnlab.plots import image_grid
+
+    red, blue = np.zeros((1, 16, 16, 3), np.uint8), np.zeros((1, 16, 16, 3), np.uint8)
+    red[..., 0], blue[..., 2] = 255, 255
+    grey = np.full((1, 16, 16, 1), 7, np.uint8)  # one band, one value: black, as imshow scales it
+    path = image_grid(np.concatenate([red, blue]), ["red", "blue"], "two tiles", tmp_path / "grid.png", columns=2)
+    picture = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    strongly = {name: (picture[..., c] > 200) & (picture.sum(-1) < 400) for name, c in (("red", 0), ("blue", 2))}
+    columns = {name: np.flatnonzero(mask.any(axis=0)) for name, mask in strongly.items()}
+    assert columns["red"].size > 50 and columns["blue"].size > 50
+    assert columns["red"].max() < columns["blue"].min()  # red left of blue, as given
+    heat = np.ones((1, 16, 16))  # jet at 1.0 is dark red, at 40% over a black tile
+    path = image_grid(grey, ["hot"], "overlay", tmp_path / "cam.png", columns=1, overlays=heat)
+    picture = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    tile = picture[(picture[..., 1] < 20) & (picture[..., 2] < 20) & (picture[..., 0] > 40)]
+    assert len(tile) > 1000 and np.all(np.abs(tile[:, 0] - round(0.4 * 0.5 * 255)) <= 3)

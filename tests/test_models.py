@@ -25,6 +25,18 @@ def test_parameter_counts_match_the_seeds(name: str, shape, classes: int, params
     assert build_model(name, shape, classes).count_params() == params
 
 
+@pytest.mark.parametrize("name", ["D1", "D2"])
+def test_input_size_downscales_inside_the_model(name: str) -> None:
+    """The quick budget's D1/D2 see 75x75 images; the saved model still takes the prepared 150x150 ones."""
+    model = build_model(name, (150, 150, 3), 2, input_size=75)
+    assert model.input_shape == (None, 150, 150, 3)
+    first_conv = next(layer for layer in model.layers if layer.__class__.__name__ == "Conv2D")
+    assert first_conv.output.shape[1:3] == (73, 73)
+    assert model.count_params() < build_model(name, (150, 150, 3), 2).count_params()
+    out = model.predict(np.zeros((2, 150, 150, 3), dtype="float32"), verbose=0)
+    assert out.shape == (2, 1)
+
+
 SHAPES = {"C": (32, 32, 3), "D": (150, 150, 3)}
 
 

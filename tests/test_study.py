@@ -282,3 +282,16 @@ def test_unshuffled_folds_of_class_sorted_data_are_refused(tmp_path: Path) -> No
     raw["crossval"]["C3"]["folds"] = {"k": 5, "shuffle": True, "stratify": True}
     plan = StudyPlan.make("crossval", "C3", parse_params(raw), paths)
     assert all(np.bincount(plan.y[val], minlength=10).tolist() == [6] * 10 for _, val in plan.folds)
+
+
+@pytest.mark.parametrize(
+    ("device", "cores", "expected"),
+    [("gpu:0", 2, 5), ("cpu", 2, 2), ("cpu", 16, 2), ("cpu", 1, 1)],
+)
+def test_auto_trains_two_folds_at_once_on_a_cpu_and_all_on_a_gpu(monkeypatch, device, cores, expected) -> None:
+    from cnnlab import backend
+
+    monkeypatch.setattr(backend, "device", lambda: device)
+    monkeypatch.setattr(backend.os, "cpu_count", lambda: cores)
+    assert backend.trainings_at_once("auto", 5) == expected
+    assert backend.trainings_at_once(3, 5) == 3

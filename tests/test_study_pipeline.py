@@ -32,6 +32,7 @@ def tiny_studies(params: dict) -> None:
     params["crossval"]["C3"]["budgets"]["quick"] = tiny
     params["ablation"]["C4"]["budgets"]["quick"] = tiny
     params["ablation"]["C4"]["parallel"] = 2  # the ablation's folds train on worker processes, C3's in the stage
+    params["crossval"]["C3"]["parallel"] = 1
 
 
 def finished(project: Path) -> dict[str, str]:

@@ -58,6 +58,33 @@ def test_f1_learns_fashion_mnist(fashion: dict) -> None:
     assert scores.confusion.sum() == 10000 and scores.confusion.trace() == round(scores.accuracy * 10000)
 
 
+@pytest.mark.parametrize(
+    ("model_name", "options", "classes", "loss"),
+    [
+        ("C1", {"output_l2": 0.01}, 10, "sparse_categorical_crossentropy"),  # the L2 penalty counts in the loss
+        ("C1", {}, 10, "categorical_crossentropy"),
+        ("D1", {"input_size": 48}, 2, "binary_crossentropy"),  # one sigmoid unit
+    ],
+)
+def test_evaluate_scores_in_one_pass_as_keras_evaluate_does(model_name, options, classes, loss) -> None:
+    from cnnlab.models import build_model
+    from cnnlab.training import encode_labels
+
+    rng = np.random.default_rng(0)
+    shape = (32, 32, 3) if model_name == "C1" else (64, 64, 3)
+    model = build_model(model_name, shape, classes, **options)
+    model.compile(optimizer="adam", loss=loss, metrics=["accuracy"])
+    images, labels = rng.integers(0, 256, (300, *shape)).astype("uint8"), rng.integers(0, classes, 300)
+    targets = encode_labels(labels, loss, classes)
+    model.fit(images.astype("float32"), targets, epochs=1, verbose=0)
+    expected = model.evaluate(images.astype("float32"), targets, verbose=0, return_dict=True)
+    scores = evaluate(model, images, labels, [str(i) for i in range(classes)], loss)
+    assert scores.loss == pytest.approx(expected["loss"], rel=1e-5)
+    assert scores.accuracy == pytest.approx(expected["accuracy"], abs=1e-6)
+    if options.get("output_l2"):
+        assert sum(float(t) for t in model.losses) > 1e-3  # a test that would miss a dropped penalty is no test
+
+
 @pytest.fixture
 def tiny_project(tmp_path: Path, fashion: dict) -> tuple[Path, object]:
     """A project folder with params (1 epoch) and 600 prepared Fashion-MNIST images."""

@@ -217,3 +217,17 @@ def test_a_runtime_folder_too_long_for_a_socket_is_named_and_the_stage_runs_here
     assert done.returncode == 0, done.stderr
     assert report["warm_for"] is None
     assert "too long a path for a Unix socket; set XDG_RUNTIME_DIR" in done.stderr
+
+
+def test_the_worker_fills_mlflows_first_call_caches_before_forking_stages() -> None:
+    """What a stage's first MLflow write would compute (1 s a stage): filled once, in the worker."""
+    probe = (
+        "from cnnlab.warm import fill_first_call_caches; fill_first_call_caches()\n"
+        "from mlflow.utils import requirements_utils as r\n"
+        "from mlflow.store.db.base_sql_model import Base\n"
+        "mappers = list(Base.registry.mappers)\n"
+        "assert r._PACKAGES_TO_MODULES and r._PACKAGES_TO_MODULES.get('keras') == 'keras'\n"
+        "assert len(mappers) > 10 and all('_sorted_tables' in m.__dict__ for m in mappers)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

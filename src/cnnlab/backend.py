@@ -50,10 +50,13 @@ def share_the_device() -> None:
 
 def trainings_at_once(setting: int | str, folds: int) -> int:
     """A study's `parallel` as a number: "auto" trains all of an arm's folds at once on a GPU (small models
-    leave it idle most of the time) and one at a time on a CPU (one training already uses every core)."""
+    leave it idle most of the time) and two at a time on a CPU of two cores or more (one training's Python and
+    MLflow work overlaps the other's arithmetic: 1.2x on two cores, docs/performance.md)."""
     if setting != "auto":
         return int(setting)
-    return folds if device().startswith("gpu") else 1
+    if device().startswith("gpu"):
+        return folds
+    return min(folds, 2) if (os.cpu_count() or 1) >= 2 else 1
 
 
 def steps_per_execution(setting: int | str) -> int:

@@ -140,21 +140,65 @@ def predictions(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return predicted, np.take_along_axis(probabilities, predicted[:, None], axis=1)[:, 0]
 
 
+def spread_is_decided(labels: np.ndarray, known: np.ndarray, candidates: np.ndarray, count: int) -> bool:
+    """Whether `spread_over_classes` over every image is already decided by the `known` ones.
+
+    `known` must hold a prefix of each class's images (in index order); `candidates` is False where unknown.
+    Walking the spread's order (rank, then class), a class whose next candidate is not known yet, and whose
+    images are not all known, could still put an image before the `count`-th: undecided.
+    """
+    found = {c: int((candidates & (labels == c)).sum()) for c in np.unique(labels)}
+    complete = {c: bool(known[labels == c].all()) for c in found}
+    taken, rank = 0, 0
+    while taken < count and any(rank < found[c] or not complete[c] for c in found):
+        for c in sorted(found):
+            if taken == count:
+                break
+            if rank < found[c]:
+                taken += 1
+            elif not complete[c]:
+                return False
+        rank += 1
+    return True
+
+
+def predict_for_grad_cam(
+    model: keras.Model, images: np.ndarray, labels: np.ndarray, count: int, chunk: int = 1000
+) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, known): the model's class probabilities for as many test images as choosing `count`
+    correctly and `count` wrongly classified ones needs, the same images a prediction of the whole test set
+    would give (`spread_over_classes`). Images are predicted class by class in turn, `chunk` at a time; rows
+    not predicted are zero and not `known`."""
+    order = spread_over_classes(labels, np.ones(len(labels), bool), len(labels))
+    known = np.zeros(len(labels), bool)
+    probabilities = np.zeros((0, 0), "float32")
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        predicted_part = model.predict(images[part].astype("float32"), batch_size=256, verbose=0)
+        if start == 0:
+            probabilities = np.zeros((len(labels), predicted_part.shape[-1]), predicted_part.dtype)
+        probabilities[part], known[part] = predicted_part, True
+        right = classes_of(probabilities) == labels
+        if all(spread_is_decided(labels, known, known & ok, count) for ok in (right, ~right)):
+            break
+    return probabilities, known
+
+
 def grad_cam_pngs(
     model: keras.Model,
     layer: str,
     images: np.ndarray,
     labels: np.ndarray,
-    probabilities: np.ndarray,
     classes: list[str],
     count: int,
     title: str,
     folder: Path,
 ) -> list[Path]:
     """Heatmaps of the predicted class for `count` correctly and `count` wrongly classified test images."""
+    probabilities, known = predict_for_grad_cam(model, images, labels, count)
     predicted, confidence = predictions(probabilities)
     pictures = []
-    for kind, chosen in (("correct", predicted == labels), ("wrong", predicted != labels)):
+    for kind, chosen in (("correct", known & (predicted == labels)), ("wrong", known & (predicted != labels))):
         index = spread_over_classes(labels, chosen, count)
         if not len(index):
             log.info("%s: no %s test image to explain", title, "misclassified" if kind == "wrong" else "correct")

@@ -233,6 +233,30 @@ def _umask() -> int:
 # ---- the worker --------------------------------------------------------------------------------------------
 
 
+def fill_first_call_caches() -> None:
+    """Fill, once per worker, the caches a process fills on its first MLflow calls (1 s a stage otherwise):
+    which module belongs to which installed package (logging a model checks its requirements against them)
+    and SQLAlchemy's table order for the tracking store's first write. Both are private to MLflow and
+    SQLAlchemy: if they move, stages fill them themselves, as without a worker."""
+    try:
+        from mlflow.utils import requirements_utils
+
+        requirements_utils._init_packages_to_modules_map()
+    except (ImportError, AttributeError):
+        pass
+    try:
+        import sqlalchemy.orm
+        from mlflow.store.db.base_sql_model import Base
+        from mlflow.store.model_registry.dbmodels import models as _registry_tables  # noqa: F401
+        from mlflow.store.tracking.dbmodels import models as _tracking_tables  # noqa: F401
+
+        sqlalchemy.orm.configure_mappers()
+        for mapper in Base.registry.mappers:
+            _ = mapper._sorted_tables  # memoized: the unit of work's table order, computed on the first flush
+    except (ImportError, AttributeError):
+        pass
+
+
 def serve(sock_path: str, starting_lock: int) -> None:
     """Preload, listen (then let go of the lock that kept other stages from starting a worker too), and fork
     one waiter per stage request; a waiter forks the stage and reports its exit status (so a stage that
@@ -244,6 +268,7 @@ def serve(sock_path: str, starting_lock: int) -> None:
             importlib.import_module(name)
         except ImportError:
             continue
+    fill_first_call_caches()
     idle = float(os.environ.get("CNNLAB_WARM_IDLE", "60"))
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(sock_path)
