@@ -132,6 +132,9 @@ model.compile("adam", "sparse_categorical_crossentropy")
 model.fit(x, y, epochs=2, verbose=0, validation_data=(x, y))
 model.predict(x, verbose=0)
 prepare.save_split(OUT / "split.npz", (x, y))
+import multiprocessing, time  # a study's folds on worker processes: the stage waits for their scores
+with multiprocessing.get_context("fork").Pool(2) as pool:
+    list(pool.imap_unordered(time.sleep, [0.4, 0.4]))
 """
 
 
@@ -144,6 +147,7 @@ def test_probe_times_each_phase_once_in_a_stage_process(tmp_path: Path) -> None:
     spent = record["seconds"]
     assert record["stage"] == "train@X" and record["entered"] is None  # stage.run was not called
     assert spent["fit"] > 0 and spent["predict"] > 0 and spent["data"] > 0
+    assert 0.35 < spent["workers"] < 5  # the two side by side count once
     # Exclusive time: fit's validation passes count once, so the phases never add up to more than the process
     assert sum(spent.values()) <= record["ended"] - record["started"] + 0.02  # /proc's start: 10 ms ticks
     # Without DVC_STAGE (DVC's own process, any other Python) the probe does nothing

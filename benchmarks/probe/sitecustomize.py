@@ -50,9 +50,12 @@ HOOKS: dict[str, list[tuple[str, str]]] = {
     ],
     "mlflow.keras": [("log_model", "mlflow"), ("load_model", "load")],
     "mlflow.models": [("infer_signature", "mlflow")],
+    # A study training folds on worker processes waits here for their scores: the workers' fits (and their
+    # start-up) are the stage's compute, counted once however many run side by side.
+    "multiprocessing.pool": [("IMapIterator.__next__", "workers")],
 }
 # The phases that are the stage's work; every other second is overhead.
-COMPUTE = ("fit", "predict", "ascent", "data")
+COMPUTE = ("fit", "predict", "ascent", "data", "workers")
 
 seconds: dict[str, float] = {}
 _stack: list[list[Any]] = []  # [phase, started] of the calls in progress; time counts for the innermost only
