@@ -42,6 +42,7 @@ def tiny_project(params: dict) -> None:
     params["experiments"] = {"F0": f0, "C1": c1}
     params["crossval"] = {"C3": params["crossval"]["C3"]}
     params["crossval"]["C3"]["budgets"]["quick"] = {"epochs": 1, "batch_size": 32, "train_samples": 600, "k": 2}
+    params["crossval"]["C3"]["parallel"] = 1  # 2 folds of 300 images: starting worker processes would cost more
 
 
 def set_f0_samples(project: Path, samples: int) -> None:
