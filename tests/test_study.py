@@ -138,7 +138,8 @@ def test_validation_rows_never_reach_training(tmp_path: Path, monkeypatch: pytes
         return real_inputs(x_train, y_train, recipe, seed)
 
     def spy_fit(self, *args, validation_data=None, **kwargs):
-        rows = {int(a) * 256 + int(b) for a, b in np.asarray(validation_data[0])[:, 0, :2, 0]}
+        images = np.concatenate([np.asarray(batch) for batch, _ in validation_data])  # the held-out batches
+        rows = {int(a) * 256 + int(b) for a, b in images[:, 0, :2, 0]}
         seen.append(("val", rows, False))
         return real_fit(self, *args, validation_data=validation_data, **kwargs)
 

@@ -23,7 +23,7 @@ from cnnlab.datasets import DATASETS
 from cnnlab.evaluation import evaluate
 from cnnlab.files import sha256_file
 from cnnlab.stage import Paths
-from cnnlab.training import fit, kept_epoch, seeded_model
+from cnnlab.training import encode_labels, fit, kept_epoch, seeded_model
 from conftest import ROOT, load_stage, prepared_project, subset
 
 
@@ -48,6 +48,24 @@ def test_same_seed_same_metrics(fashion: dict, augmentation: dict) -> None:
     assert other != runs[0]
 
 
+def test_held_out_8_bit_images_score_as_keras_scores_them_as_floats(fashion: dict) -> None:
+    """fit casts the images one batch at a time; its validation scores are Keras' own for the float32 arrays."""
+    recipe = f1_recipe(epochs=1, budgets={})
+    (x_train, y_train), (x_val, y_val) = subset(fashion["train"], 1000), subset(fashion["test"], 300)
+    assert x_train.dtype == np.uint8
+    result = fit(seeded_model(recipe, (28, 28, 1), 10, 3), recipe, (x_train, y_train), (x_val, y_val), 10, 3, verbose=0)
+    expected = result.model.evaluate(
+        x_val.astype("float32"),
+        encode_labels(y_val, recipe.loss_for(10), 10),
+        batch_size=32,
+        verbose=0,
+        return_dict=True,
+    )
+    assert result.history["val_accuracy"][-1] == pytest.approx(expected["accuracy"], abs=1e-6)
+    assert result.history["val_loss"][-1] == pytest.approx(expected["loss"], rel=1e-6)
+    assert result.history["accuracy"][-1] > 0.3  # the training batches were the images, not a cast gone wrong
+
+
 def test_f1_learns_fashion_mnist(fashion: dict) -> None:
     recipe = f1_recipe(epochs=2, budgets={})
     train, val = subset(fashion["train"], 12000), subset(fashion["train"], 1000, seed=1)
@@ -68,7 +86,6 @@ def test_f1_learns_fashion_mnist(fashion: dict) -> None:
 )
 def test_evaluate_scores_in_one_pass_as_keras_evaluate_does(model_name, options, classes, loss) -> None:
     from cnnlab.models import build_model
-    from cnnlab.training import encode_labels
 
     rng = np.random.default_rng(0)
     shape = (32, 32, 3) if model_name == "C1" else (64, 64, 3)

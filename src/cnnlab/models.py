@@ -8,8 +8,12 @@ parameter counts stay those of the seeds.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from cnnlab.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # The builders need Keras only when they are called. Importing this module must stay cheap: params validation
 # reads the builders' names and options, and the data stages (no Keras) should not pay seconds of Keras import.
@@ -271,11 +275,11 @@ def searched_cnn(
     return _sequential("CNN", input_shape, body)
 
 
-def adapt_normalization(model: keras.Model, images: object) -> None:
+def adapt_normalization(model: keras.Model, images: np.ndarray) -> None:
     """Fit every Normalization layer's mean and variance on `images` (the training split only)."""
     for layer in model.layers:
         if isinstance(layer, keras.layers.Normalization):
-            layer.adapt(images)
+            layer.adapt(images.astype("float32"))
 
 
 def build_model(name: str, input_shape: Sequence[int], num_classes: int, **options: object) -> keras.Model:

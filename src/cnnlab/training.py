@@ -122,7 +122,7 @@ def trainer(model: keras.Model, recipe: Experiment, num_classes: int, seed: int)
 def training_inputs(x: np.ndarray, y: np.ndarray, recipe: Experiment, seed: int) -> dict[str, Any]:
     """The `fit` arguments that feed training batches: the arrays, in a new seeded order every epoch
     (augmentation happens in the compiled step, see `trainer`)."""
-    return backend.epoch_shuffled(x.astype("float32"), y, recipe.batch_size, seed)
+    return backend.epoch_shuffled(x, y, recipe.batch_size, seed)
 
 
 class StopOnSignal(keras.callbacks.Callback):
@@ -201,14 +201,13 @@ def fit(
     seed += initial_epoch  # a second phase draws its own epoch orders and dropout masks, not the first phase's again
     backend.seed_everything(seed)
     x_train, y_train = train
-    adapt_normalization(model, x_train.astype("float32"))
+    adapt_normalization(model, x_train)
     compile_model(model, recipe, num_classes, steps_per_epoch=-(-len(x_train) // recipe.batch_size))
     y_train = encode_labels(y_train, recipe.loss_for(num_classes), num_classes)
     validation_data = None  # a final model trained on all the training data has none
     if validation is not None:
-        validation_data = (
-            validation[0].astype("float32"),
-            encode_labels(validation[1], recipe.loss_for(num_classes), num_classes),
+        validation_data = backend.held_out_batches(
+            validation[0], encode_labels(validation[1], recipe.loss_for(num_classes), num_classes)
         )
     with tempfile.TemporaryDirectory(prefix="cnnlab-ckpt-") as tmp:
         checkpoint = Path(tmp) / "best.weights.h5"
