@@ -18,13 +18,14 @@ import pytest
 from conftest import ROOT, prepared_project
 
 SCRIPT = """
-import json, os, sys
+import gc, json, os, sys
 from cnnlab.warm import run_in_warm_worker
 run_in_warm_worker(__file__)
 import helper
 print(json.dumps({
     "argv": sys.argv[1:], "cwd": os.getcwd(), "answer": os.environ.get("ANSWER"), "helper": helper.VALUE,
     "warm_for": os.environ.get("CNNLAB_WARM_CLIENT"), "keras_preloaded": "keras" in sys.modules,
+    "frozen": gc.get_freeze_count(),
     "worker": int(open(f"/proc/{os.getppid()}/stat").read().rsplit(")", 1)[1].split()[1]),
 }))
 print("to stderr", file=sys.stderr)
@@ -91,6 +92,7 @@ def test_a_script_runs_in_the_worker_with_its_arguments_environment_streams_and_
     assert report["cwd"] == str(tmp_path)
     assert report["answer"] == "42"
     assert report["keras_preloaded"], "the run did not happen in a worker that had Keras imported"
+    assert report["frozen"] > 100_000, "the preloaded modules' objects should be out of the stage's collections"
     assert report["warm_for"] and int(report["warm_for"]) != report["worker"]
     assert done.stderr.strip().endswith("to stderr")
 
