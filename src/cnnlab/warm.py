@@ -59,6 +59,15 @@ PRELOAD = (
     "sklearn.model_selection",
     "mlflow.store.tracking.sqlalchemy_store",  # the local tracking store, imported on the first MLflow call
     "keras_tuner",
+    # Imported by every stage's first MLflow calls (run tags, the store, logging a model): 80 ms a stage
+    "git",
+    "mlflow.pyfunc.loaders",
+    "mlflow.tracing.processor.base_mlflow",
+    "mlflow.store.model_registry.sqlalchemy_store",
+    "mlflow.store.tracking.sqlalchemy_workspace_store",
+    "sqlalchemy.dialects.sqlite",
+    "alembic.config",
+    "netrc",
 )
 # Environment read while those modules import (backend choice, TensorFlow and XLA options, thread counts):
 # a worker serves only stages that agree with it on these.
