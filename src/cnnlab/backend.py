@@ -140,37 +140,51 @@ def input_gradient(score: Callable[[Any], Any], x: np.ndarray) -> np.ndarray:
     Grad-CAM and filter patterns need gradients with respect to a tensor that is not a weight; each backend
     takes them its own way. Samples are independent at inference, so the sum gives each sample its own gradient.
     """
-    return gradient_function(score, compiled=False)(x)
+    return gradient_function(score, compiled=False)(x)[1]
 
 
-def gradient_function(score: Callable[[Any], Any], compiled: bool = True) -> Callable[[np.ndarray], np.ndarray]:
-    """x -> d sum(score(x)) / dx, to call many times (gradient ascent). `compiled`: traced once under JAX
-    (jax.jit) and TensorFlow (tf.function), as eager op-by-op gradients of a large network are slow."""
+def gradient_function(
+    score: Callable[[Any], Any], compiled: bool = True
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """x -> (score(x), d sum(score(x)) / dx), to call many times (gradient ascent): the scores come from the
+    same forward pass as the gradient. `compiled`: traced once under JAX (jax.jit) and TensorFlow
+    (tf.function), as eager op-by-op passes through a large network are slow."""
     backend = name()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        def tf_gradient(tensor: Any) -> Any:
+        def tf_gradient(tensor: Any) -> tuple[Any, Any]:
             with tf.GradientTape() as tape:
                 tape.watch(tensor)
-                total = tf.reduce_sum(score(tensor))
-            return tape.gradient(total, tensor)
+                scores = score(tensor)
+                total = tf.reduce_sum(scores)
+            return scores, tape.gradient(total, tensor)
 
         run = tf.function(tf_gradient, reduce_retracing=True) if compiled else tf_gradient
-        return lambda x: run(tf.convert_to_tensor(np.asarray(x, dtype=np.float32))).numpy()
+        return lambda x: tuple(t.numpy() for t in run(tf.convert_to_tensor(np.asarray(x, dtype=np.float32))))
     if backend == "jax":
         import jax
 
-        grad = jax.grad(lambda v: score(v).sum())
+        def total_and_scores(v: Any) -> tuple[Any, Any]:
+            scores = score(v)
+            return scores.sum(), scores
+
+        grad = jax.value_and_grad(total_and_scores, has_aux=True)
         run = jax.jit(grad) if compiled else grad
-        return lambda x: np.asarray(run(jax.numpy.asarray(np.asarray(x, dtype=np.float32))))
+
+        def jax_gradient(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            (_, scores), gradient = run(jax.numpy.asarray(np.asarray(x, dtype=np.float32)))
+            return np.asarray(scores), np.asarray(gradient)
+
+        return jax_gradient
     if backend == "torch":
         import torch
 
-        def torch_gradient(x: np.ndarray) -> np.ndarray:
+        def torch_gradient(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             tensor = torch.tensor(np.asarray(x, dtype=np.float32), requires_grad=True)
-            score(tensor).sum().backward()
-            return tensor.grad.detach().cpu().numpy()
+            scores = score(tensor)
+            scores.sum().backward()
+            return scores.detach().cpu().numpy(), tensor.grad.detach().cpu().numpy()
 
         return torch_gradient
     raise NotImplementedError(f"input gradients under the {backend} backend")

@@ -38,7 +38,7 @@ def classes_of(probabilities: np.ndarray) -> np.ndarray:
 
 
 def predict_classes(model: keras.Model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    return classes_of(model.predict(images.astype("float32"), batch_size=batch_size, verbose=0))
+    return classes_of(model.predict(images, batch_size=batch_size, verbose=0))
 
 
 def mean_loss(model: keras.Model, probabilities: np.ndarray, labels: np.ndarray, loss: str) -> float:
@@ -53,8 +53,9 @@ def mean_loss(model: keras.Model, probabilities: np.ndarray, labels: np.ndarray,
 
 
 def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray, classes: list[str], loss: str) -> Evaluation:
-    # One pass over the test set: the loss comes from the same predictions as the classes.
-    probabilities = model.predict(images.astype("float32"), batch_size=512, verbose=0)
+    # One pass over the test set: the loss comes from the same predictions as the classes. The 8-bit images go in
+    # as they are: a Keras model casts its inputs to its input's dtype one batch at a time.
+    probabilities = model.predict(images, batch_size=512, verbose=0)
     predicted = classes_of(probabilities)
     report = classification_report(
         labels, predicted, labels=range(len(classes)), target_names=classes, output_dict=True, zero_division=0

@@ -174,7 +174,7 @@ def predict_for_grad_cam(
     probabilities = np.zeros((0, 0), "float32")
     for start in range(0, len(order), chunk):
         part = order[start : start + chunk]
-        predicted_part = model.predict(images[part].astype("float32"), batch_size=256, verbose=0)
+        predicted_part = model.predict(images[part], batch_size=256, verbose=0)
         if start == 0:
             probabilities = np.zeros((len(labels), predicted_part.shape[-1]), predicted_part.dtype)
         probabilities[part], known[part] = predicted_part, True

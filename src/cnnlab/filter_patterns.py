@@ -46,14 +46,14 @@ def filter_patterns(
 
     rng = np.random.default_rng(seed)
     x = (128.0 + 20.0 * rng.standard_normal((len(filters), *before.input_shape[1:]))).astype(np.float32)
-    gradient = backend.gradient_function(mean_activation)
+    activation_and_gradient = backend.gradient_function(mean_activation)
     trace = []
     for _ in range(steps):
-        trace.append(keras.ops.convert_to_numpy(mean_activation(x)))
-        grad = gradient(x)
+        activations, grad = activation_and_gradient(x)
+        trace.append(activations)
         rms = np.sqrt((grad**2).mean(axis=tuple(range(1, grad.ndim)), keepdims=True)) + 1e-5
         x = np.clip(x + step_size * grad / rms, 0.0, 255.0)
-    trace.append(keras.ops.convert_to_numpy(mean_activation(x)))
+    trace.append(activation_and_gradient(x)[0])
     return Patterns(images=x, activations=np.stack(trace).astype(np.float64))
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 from pydantic import Field, ValidationError
 
-from cnnlab.config import FloorSection, Params, ParamsError, Strict
+from cnnlab.config import FloorSection, Params, ParamsError, Strict, read_yaml
 from cnnlab.plots import _save, plt  # the report's figure lives here so that changing it retrains nothing
 
 
@@ -50,7 +50,7 @@ def load_claims(path: Path) -> Claims:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the report compares against the seeds' claims listed there")
     try:
-        return Claims.model_validate(yaml.safe_load(path.read_text()))
+        return Claims.model_validate(read_yaml(path))
     except (ValidationError, yaml.YAMLError) as exc:
         raise ParamsError(f"{path} is not valid: {exc}") from None
 
