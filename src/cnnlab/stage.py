@@ -101,14 +101,17 @@ def mlflow_run(
     is_experiment = target in params.experiments
     is_study = target in params.crossval or target in params.ablation
     is_search = target in params.tune
+    is_transfer = target in params.finetune.recipes
     is_detect = target in params.detect.jobs
     budget = params.budget
     if is_experiment or is_study:
         budget = params.budget_of(target) if is_experiment else params.study_budget(target)
     if is_search:
         budget = params.search_budget(target)
+    if is_transfer:
+        budget = params.transfer_budget(target)
     kind = "experiment_id" if is_experiment else "study" if is_study else "search" if is_search else "dataset"
-    kind = "detect_job" if is_detect else kind
+    kind = "transfer" if is_transfer else "detect_job" if is_detect else kind
     return stage_run(
         stage,
         target,
