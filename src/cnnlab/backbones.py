@@ -20,13 +20,14 @@ from keras.src.backend.config import keras_home
 from keras.src.utils import file_utils  # the one place Keras fetches application weights
 
 from cnnlab.config import Backbone, LastLayers, Trainable
+from cnnlab.errors import UserError
 from cnnlab.files import env_path
 
 log = logging.getLogger("cnnlab.backbones")
 WEIGHTS_MIRROR_ENV = "CNNLAB_WEIGHTS_MIRROR"
 
 
-class WeightsUnavailableError(FileNotFoundError):
+class WeightsUnavailableError(UserError, FileNotFoundError):
     """A backbone's pretrained weights are in none of the places they are looked for."""
 
 

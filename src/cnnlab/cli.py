@@ -11,9 +11,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from cnnlab import retraining
-from cnnlab.config import BUDGETS, DetectSettings, ParamsError, load_params
+from cnnlab.config import BUDGETS, DetectSettings, load_params
 from cnnlab.darknet import DarknetFileError
 from cnnlab.datasets import DATASETS
+from cnnlab.errors import UserError
 from cnnlab.files import write_text
 from cnnlab.models import MODELS
 from cnnlab.predict import PredictInputError
@@ -28,7 +29,6 @@ from cnnlab.report import (
     study_section,
 )
 from cnnlab.tracking import ARTIFACTS_DIR, tracking_uri, use_experiment
-from cnnlab.tracking_server import ServerError
 
 
 def check(args: argparse.Namespace) -> int:
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ParamsError, PredictInputError, DarknetFileError, retraining.RetrainError, ServerError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from cnnlab.datasets import DATASETS
+from cnnlab.errors import UserError
 from cnnlab.models import MODELS
 
 # Strict: YAML `true` or "3" is not silently taken for an integer.
@@ -36,7 +37,7 @@ BUDGETS: tuple[str, ...] = ("quick", "full", "speed")
 FILL_MODES = Literal["nearest", "constant", "reflect", "wrap"]
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError, ValueError):
     """params.yaml is missing, unreadable or holds a value the pipeline cannot run."""
 
 

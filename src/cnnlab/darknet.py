@@ -10,8 +10,10 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cnnlab.errors import UserError
 
-class DarknetFileError(ValueError):
+
+class DarknetFileError(UserError, ValueError):
     """A cfg, weights or names file that cannot make a working detector, with what to do about it."""
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cnnlab.datasets import DatasetSpec, Layout
+from cnnlab.errors import UserError
 from cnnlab.files import atomic_path, copy_file, env_path, sha256_file
 
 log = logging.getLogger(__name__)
@@ -21,11 +22,11 @@ log = logging.getLogger(__name__)
 MIRROR_ENV = "CNNLAB_DATA_MIRROR"
 
 
-class DataUnavailableError(RuntimeError):
+class DataUnavailableError(UserError, RuntimeError):
     """No source could provide a data set."""
 
 
-class ChecksumError(RuntimeError):
+class ChecksumError(UserError, RuntimeError):
     """A file's bytes are not the ones the catalogue expects."""
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cnnlab.errors import UserError
+
 log = logging.getLogger(__name__)
 
 Arrays = tuple[np.ndarray, np.ndarray]
@@ -33,7 +35,7 @@ DECODE_CHUNK = 2_000  # images per task of the decoding processes
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserError, ValueError):
     """A file does not hold what its format promises."""
 
 

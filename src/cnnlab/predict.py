@@ -10,8 +10,10 @@ import keras
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cnnlab.errors import UserError
 
-class PredictInputError(ValueError):
+
+class PredictInputError(UserError, ValueError):
     """An input the model cannot classify: not an image, or not the size the model takes."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import mlflow
 
 from cnnlab.config import load_params
+from cnnlab.errors import UserError
 from cnnlab.files import write_text
 from cnnlab.registry import CHAMPION
 from cnnlab.tracking import tracking_uri
@@ -22,7 +23,7 @@ from cnnlab.tracking import tracking_uri
 REMOTE_NAME = "cnnlab-ci"  # the remote --remote-url adds to .dvc/config.local (never committed)
 
 
-class RetrainError(Exception):
+class RetrainError(UserError):
     """Something to fix before (or after) retraining; the message says what and how."""
 
 

@@ -14,16 +14,14 @@ from typing import Any
 import mlflow
 
 from cnnlab.config import Params, ParamsError, load_params
-from cnnlab.darknet import DarknetFileError
-from cnnlab.download import ChecksumError, DataUnavailableError
+from cnnlab.errors import UserError
 from cnnlab.files import combined_hash
-from cnnlab.loaders import DataFormatError
 from cnnlab.tracking import stage_run
 
 log = logging.getLogger("cnnlab")
 
-# Errors a user can fix: shown without a traceback, exit code 2.
-USER_ERRORS = (ParamsError, DataUnavailableError, ChecksumError, DataFormatError, DarknetFileError, FileNotFoundError)
+# Errors a user can fix (a missing file among them): shown without a traceback, exit code 2.
+USER_ERRORS = (UserError, FileNotFoundError)
 
 
 @dataclass(frozen=True)

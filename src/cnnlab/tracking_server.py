@@ -18,10 +18,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from cnnlab.errors import UserError
+
 DATABASE = "mlflow"
 
 
-class ServerError(Exception):
+class ServerError(UserError):
     """The server or its database could not start; the message says why and what to do."""
 
 
