@@ -19,7 +19,7 @@ import cnnlab  # noqa: F401  (quiets TensorFlow before it loads)
 from cnnlab.config import BUDGETS, load_params
 from cnnlab.evaluation import evaluate
 from cnnlab.prepare import load_split, read_meta, training_splits
-from cnnlab.splits import stratified_subsample
+from cnnlab.splits import subsample
 from cnnlab.stage import Paths
 from cnnlab.training import fit, seeded_model
 
@@ -36,10 +36,7 @@ def main() -> None:
     folder = Paths(Path.cwd()).prepared(recipe.dataset)
     classes = read_meta(folder)["classes"]
     train, validation = training_splits(folder, recipe.validation, params.seed, recipe.stratify)
-    limit = params.experiment(args.experiment).train_samples(budget)
-    if limit:
-        keep = stratified_subsample(train[1], limit, params.seed)
-        train = train[0][keep], train[1][keep]
+    train = subsample(*train, params.experiment(args.experiment).train_samples(budget), params.seed)
     test = load_split(folder / "test.npz")
     scores = []
     for seed in args.seeds:

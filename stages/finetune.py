@@ -16,7 +16,7 @@ from cnnlab import stage
 from cnnlab.backbones import build_backbone, first_trainable
 from cnnlab.config import Params, ParamsError
 from cnnlab.prepare import read_meta, training_splits
-from cnnlab.splits import stratified_subsample
+from cnnlab.splits import subsample
 from cnnlab.train_run import train_and_save
 from cnnlab.transfer import train_transfer
 
@@ -33,11 +33,7 @@ def main(params: Params, paths: stage.Paths, transfer_id: str) -> None:
         except ValueError as exc:
             raise ParamsError(f"finetune.recipes.{transfer_id}.{name}: {exc}") from None
     (x_train, y_train), validation = training_splits(prepared, recipe.validation, params.seed, recipe.stratify)
-    limit = params.finetune.recipes[transfer_id].train_samples(budget)
-    if limit:
-        keep = stratified_subsample(y_train, limit, params.seed)
-        x_train, y_train = x_train[keep], y_train[keep]
-    train = (x_train, y_train)
+    train = subsample(x_train, y_train, params.train_samples(transfer_id), params.seed)
     classes = len(meta["classes"])
     trainer = partial(train_transfer, recipe, backbone, train, validation, classes, params.seed,
                       features_cache=paths.features(transfer_id))  # fmt: skip

@@ -15,7 +15,7 @@ import json
 from cnnlab import stage
 from cnnlab.config import Experiment, Params
 from cnnlab.prepare import load_split, read_meta
-from cnnlab.splits import stratified_subsample
+from cnnlab.splits import subsample
 from cnnlab.train_run import train_and_save
 
 
@@ -28,11 +28,8 @@ def main(params: Params, paths: stage.Paths, search_id: str) -> None:
     prepared = paths.prepared(recipe.dataset)
     x_train, y_train = load_split(prepared / "train.npz")  # the validation part the trials were scored on too
     budget = params.search_budget(search_id)
-    limit = params.tune[search_id].train_samples(budget)
-    if limit:
-        keep = stratified_subsample(y_train, limit, params.seed)
-        x_train, y_train = x_train[keep], y_train[keep]
-    train_and_save(params, paths, search_id, recipe, (x_train, y_train), None, read_meta(prepared), budget, "retrain")
+    train = subsample(x_train, y_train, params.train_samples(search_id), params.seed)
+    train_and_save(params, paths, search_id, recipe, train, None, read_meta(prepared), budget, "retrain")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,15 @@ def test_project_params_are_valid() -> None:
     assert set(params.datasets) == {e.dataset for e in params.experiments.values()}  # each data set prepared once
 
 
+def test_train_samples_of_every_kind_of_id_follow_its_own_budget() -> None:
+    params = parse_params(project_params())
+    quick = {"F2": 15000, "C3": 5000, "C4": 3000, "T1": 3000, "D4": 1000, "D3": None}  # params.yaml's quick budgets
+    assert {target: params.train_samples(target) for target in quick} == quick
+    raw = broken(lambda p: [p[s][i].update(budget="full") for s, i in (("crossval", "C3"), ("tune", "T1"))])
+    full = parse_params(raw)
+    assert (full.train_samples("C3"), full.train_samples("T1"), full.train_samples("C4")) == (None, None, 3000)
+
+
 def test_an_experiment_can_run_on_its_own_budget() -> None:
     raw = broken(lambda p: p["experiments"]["M2"].update(budget="full"))
     params = parse_params(raw)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnlab.splits import stratified_split, stratified_subsample
+from cnnlab.splits import stratified_split, stratified_subsample, subsample
 
 
 def labels() -> np.ndarray:
@@ -34,3 +34,13 @@ def test_subsample_keeps_class_shares() -> None:
     np.testing.assert_array_equal(np.bincount(y[picked]), [20, 40, 60, 10, 70])
     assert len(stratified_subsample(y, 10_000, seed=3)) == len(y)
     assert len(stratified_subsample(y, 333, seed=3)) == 333  # exactly as asked, even where shares do not divide
+
+
+def test_subsample_cuts_images_and_labels_alike_and_none_keeps_all() -> None:
+    y = labels()
+    x = np.arange(len(y)) * 10  # an image per label, its index times ten
+    cut_x, cut_y = subsample(x, y, 200, seed=3)
+    picked = stratified_subsample(y, 200, seed=3)
+    np.testing.assert_array_equal(cut_x, picked * 10)
+    np.testing.assert_array_equal(cut_y, y[picked])
+    assert subsample(x, y, None, seed=3)[0] is x

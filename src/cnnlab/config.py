@@ -931,8 +931,16 @@ class Params(Strict):
         """Experiment `exp_id` on its budget."""
         return self.experiment(exp_id).recipe(self.budget_of(exp_id))
 
-    def train_samples(self, exp_id: str) -> int | None:
-        return self.experiment(exp_id).train_samples(self.budget_of(exp_id))
+    def train_samples(self, target: str) -> int | None:
+        """How many training images `target` trains on, on its budget (None: all of them), for an experiment,
+        a study, a search or a transfer recipe."""
+        if target in self.crossval or target in self.ablation:
+            return self.study(target).train_samples(self.study_budget(target))
+        if target in self.tune:
+            return self.tune[target].train_samples(self.search_budget(target))
+        if target in self.finetune.recipes:
+            return self.finetune.recipes[target].train_samples(self.transfer_budget(target))
+        return self.experiment(target).train_samples(self.budget_of(target))
 
     def check_dataset(self, name: str) -> str:
         if name not in self.datasets:

@@ -30,6 +30,15 @@ def stratified_subsample(labels: np.ndarray, size: int, seed: int) -> np.ndarray
     return np.sort(kept)
 
 
+def subsample(x: np.ndarray, y: np.ndarray, size: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images `x` and labels `y` cut to `size` samples with the class proportions of `y` (a budget's
+    `train_samples`); all of them when `size` is None."""
+    if not size:
+        return x, y
+    keep = stratified_subsample(y, size, seed)
+    return x[keep], y[keep]
+
+
 def kfold_splits(
     labels: np.ndarray, k: int, shuffle: bool = False, stratify: bool = False, seed: int = 42
 ) -> list[Fold]:

@@ -40,7 +40,7 @@ from cnnlab import backend, stage
 from cnnlab.config import Experiment, Params, ParamsError
 from cnnlab.files import combined_hash, sha256_file, write_json
 from cnnlab.prepare import load_prepared
-from cnnlab.splits import Fold, kfold_splits, stratified_subsample
+from cnnlab.splits import Fold, kfold_splits, subsample
 from cnnlab.tracking import child_runs, flatten
 from cnnlab.training import Arrays, EpochsToMlflow, fit, seeded_model
 
@@ -179,10 +179,7 @@ class StudyPlan:
         dataset = next(iter(arms.values())).dataset
         prepared = load_prepared(paths.prepared(dataset))
         x, y = prepared.splits["train"]  # the folds are cut from the training split; the test set is not used
-        limit = study.train_samples(budget)
-        if limit:
-            keep = stratified_subsample(y, limit, params.seed)
-            x, y = x[keep], y[keep]
+        x, y = subsample(x, y, params.train_samples(study_id), params.seed)
         spec = study.folds_for(budget)
         folds = kfold_splits(y, spec.k, spec.shuffle, spec.stratify, params.seed)
         check_every_fold_sees_every_class(folds, y, prepared.classes, f"{kind}.{study_id}")

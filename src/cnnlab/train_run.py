@@ -18,7 +18,7 @@ from cnnlab.files import staged_outputs, write_json, write_text, write_with
 from cnnlab.plots import training_curves
 from cnnlab.predict import model_card_path
 from cnnlab.prepare import read_meta, training_splits
-from cnnlab.splits import stratified_subsample
+from cnnlab.splits import subsample
 from cnnlab.tracking import log_keras_model
 from cnnlab.training import Arrays, EpochsToMlflow, TrainResult, fit, seeded_model
 
@@ -94,11 +94,7 @@ def experiment_data(params: Params, paths: stage.Paths, exp_id: str) -> tuple[Ar
     prepared = paths.prepared(recipe.dataset)
     meta = read_meta(prepared)
     (x_train, y_train), validation = training_splits(prepared, recipe.validation, params.seed, recipe.stratify)
-    limit = params.train_samples(exp_id)
-    if limit:
-        keep = stratified_subsample(y_train, limit, params.seed)
-        x_train, y_train = x_train[keep], y_train[keep]
-    return (x_train, y_train), validation, meta
+    return subsample(x_train, y_train, params.train_samples(exp_id), params.seed), validation, meta
 
 
 def train_and_save(

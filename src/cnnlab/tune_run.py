@@ -17,7 +17,7 @@ from cnnlab import stage
 from cnnlab.config import Params, default_loss
 from cnnlab.files import staged_outputs
 from cnnlab.prepare import read_meta, training_splits
-from cnnlab.splits import stratified_subsample
+from cnnlab.splits import subsample
 from cnnlab.tracking import use_experiment
 from cnnlab.training import Arrays, encode_labels
 from cnnlab.tune_outputs import (
@@ -51,10 +51,7 @@ def search_data(params: Params, paths: stage.Paths, search_id: str) -> tuple[Arr
     prepared = paths.prepared(search.dataset)
     meta = read_meta(prepared)
     (x_train, y_train), (x_val, y_val) = training_splits(prepared, search.validation, params.seed, stratify=True)
-    limit = params.tune[search_id].train_samples(params.search_budget(search_id))
-    if limit:
-        keep = stratified_subsample(y_train, limit, params.seed)
-        x_train, y_train = x_train[keep], y_train[keep]
+    x_train, y_train = subsample(x_train, y_train, params.train_samples(search_id), params.seed)
     classes = len(meta["classes"])
     loss = default_loss(classes)
     train = (x_train.astype("float32"), encode_labels(y_train, loss, classes))
