@@ -10,17 +10,16 @@ run_in_warm_worker(__file__)  # from here on, in a worker that has imported Kera
 
 import logging
 
-import keras
 import mlflow
 import numpy as np
 
 from cnnlab import stage
 from cnnlab.config import Params
-from cnnlab.evaluation import evaluate, predict_classes
-from cnnlab.registry import champion_score, champion_version, decide, model_name, record
+from cnnlab.evaluation import evaluate
+from cnnlab.registry import model_name, register_evaluated
 from cnnlab.files import staged_outputs, write_json, write_text
 from cnnlab.plots import confusion_matrix_png, image_grid
-from cnnlab.tracking import log_keras_model, safe_metric_name
+from cnnlab.tracking import safe_metric_name
 from cnnlab.predict import load_model
 from cnnlab.prepare import load_split, read_meta
 
@@ -42,31 +41,6 @@ def per_class_metrics(per_class: dict[str, dict[str, float]], classes: list[str]
         for score, value in per_class[name].items()
         if score != "support"
     }
-
-
-def register(model: keras.Model, exp_id: str, x_test: np.ndarray, y_test: np.ndarray, test_hash: str,
-             accuracy: float, margin: float) -> None:  # fmt: skip
-    """Log the evaluated model as a new version of cnnlab-<id>; it becomes champion only if it beats the current
-    champion, scored on the same test set (the images with sha256 `test_hash`), by `margin`."""
-    client, name = mlflow.MlflowClient(), model_name(exp_id)
-    current = champion_version(client, name)
-    champion = None
-    if current is not None:
-        uri = f"models:/{name}/{current.version}"
-
-        def rescore() -> float:  # only when the champion has no score on this test set yet
-            return float((predict_classes(mlflow.keras.load_model(uri), x_test) == y_test).mean())
-
-        champion = champion_score(client, name, current, test_hash, rescore)
-    info = log_keras_model(model, x_test[:4], registered_model_name=name)
-    decision = decide(accuracy, champion, margin)
-    record(client, name, str(info.registered_model_version), decision, test_hash)
-    mlflow.log_metrics(
-        {"promoted": float(decision.promoted), **({"champion_test_accuracy": champion} if champion is not None else {})}
-    )
-    mlflow.set_tags({"promotion": decision.reason, "registered_model": name,
-                     "registered_version": str(info.registered_model_version)})  # fmt: skip
-    log.info("%s: version %s of %s: %s", exp_id, info.registered_model_version, name, decision.reason)
 
 
 def main(params: Params, paths: stage.Paths, exp_id: str) -> None:
@@ -111,8 +85,9 @@ def main(params: Params, paths: stage.Paths, exp_id: str) -> None:
         for path in outputs:
             mlflow.log_artifact(str(path))
         if params.mlflow.log_model and params.mlflow.register_model:
-            test_hash = meta["sha256"]["test"]
-            register(model, exp_id, x_test, y_test, test_hash, metrics["test_accuracy"], params.mlflow.promote_margin)
+            version, decision = register_evaluated(model, exp_id, x_test, y_test, meta["sha256"]["test"],
+                                                   metrics["test_accuracy"], params.mlflow.promote_margin)  # fmt: skip
+            log.info("%s: version %s of %s: %s", exp_id, version, model_name(exp_id), decision.reason)
     log.info("%s: test accuracy %.4f, loss %.4f", exp_id, metrics["test_accuracy"], metrics["test_loss"])
 
 

@@ -7,7 +7,16 @@ import keras
 import mlflow
 import numpy as np
 
-from cnnlab.registry import CHAMPION, champion_score, champion_version, decide, model_name, record, score_tag
+from cnnlab.registry import (
+    CHAMPION,
+    champion_score,
+    champion_version,
+    decide,
+    model_name,
+    record,
+    register_evaluated,
+    score_tag,
+)
 from cnnlab.tracking import log_keras_model
 
 
@@ -63,3 +72,23 @@ def test_the_champion_is_scored_once_per_test_set() -> None:
         assert champion_score(client, name, current, "b" * 64, rescore) == 0.8
     assert len(scored) == 1 and champion_version(client, name).tags[score_tag("b" * 64)] == "0.800000"
     assert champion_score(client, name, champion_version(client, name), "a" * 64, never) == 0.9
+
+
+def test_an_evaluated_model_becomes_champion_only_if_it_beats_the_champion_rescored_on_its_test_set() -> None:
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0, 1, (20, 4)).astype("float32")
+    models = []
+    for seed in (0, 1):
+        keras.utils.set_random_seed(seed)
+        models.append(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")]))
+    labels = models[0].predict(images, verbose=0).argmax(axis=-1)  # the first model scores 1.0 on them
+    with mlflow.start_run():
+        version, decision = register_evaluated(models[0], "GATE", images, labels, "c" * 64, 0.6, 0.0)
+    assert version == "1" and decision.promoted and decision.reason == "no champion yet"
+    with mlflow.start_run() as second:  # a new test set: the champion is loaded and scored on it
+        version, decision = register_evaluated(models[1], "GATE", images, labels, "d" * 64, 0.9, 0.0)
+    assert version == "2" and not decision.promoted and decision.champion == 1.0
+    run = mlflow.get_run(second.info.run_id)
+    assert run.data.metrics["promoted"] == 0.0 and run.data.metrics["champion_test_accuracy"] == 1.0
+    assert run.data.tags["registered_version"] == "2" and "does not beat" in run.data.tags["promotion"]
+    assert str(champion_version(mlflow.MlflowClient(), model_name("GATE")).version) == "1"

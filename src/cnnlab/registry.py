@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+
+if TYPE_CHECKING:
+    import keras
+    import numpy as np
 
 CHAMPION = "champion"
 
@@ -72,3 +77,32 @@ def record(client: mlflow.MlflowClient, name: str, version: str, decision: Decis
         client.set_model_version_tag(name, version, key, value)
     if decision.promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
+
+
+def register_evaluated(model: keras.Model, model_id: str, test_images: np.ndarray, test_labels: np.ndarray,
+                       test_hash: str, accuracy: float, margin: float) -> tuple[str, Decision]:  # fmt: skip
+    """Log the evaluated `model` (in the active run) as a new version of cnnlab-<id>; it becomes champion only if
+    it beats the current champion, scored on the same test set (the images with sha256 `test_hash`), by
+    `margin`. The run gets the decision as metrics and tags; returns the new version and the decision."""
+    from cnnlab.evaluation import predict_classes  # Keras: only when a model is registered, not for `retrain`
+    from cnnlab.tracking import log_keras_model
+
+    client, name = mlflow.MlflowClient(), model_name(model_id)
+    current = champion_version(client, name)
+    champion = None
+    if current is not None:
+        uri = f"models:/{name}/{current.version}"
+
+        def rescore() -> float:  # only when the champion has no score on this test set yet
+            return float((predict_classes(mlflow.keras.load_model(uri), test_images) == test_labels).mean())
+
+        champion = champion_score(client, name, current, test_hash, rescore)
+    info = log_keras_model(model, test_images[:4], registered_model_name=name)
+    decision = decide(accuracy, champion, margin)
+    version = str(info.registered_model_version)
+    record(client, name, version, decision, test_hash)
+    mlflow.log_metrics(
+        {"promoted": float(decision.promoted), **({"champion_test_accuracy": champion} if champion is not None else {})}
+    )
+    mlflow.set_tags({"promotion": decision.reason, "registered_model": name, "registered_version": version})
+    return version, decision
