@@ -24,7 +24,7 @@ import multiprocessing
 import multiprocessing.pool
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,10 +35,10 @@ import mlflow
 import numpy as np
 from mlflow.entities import RunInfo
 
-import cnnlab
 from cnnlab import backend, stage
+from cnnlab.code_digest import code_digest
 from cnnlab.config import Experiment, Params, ParamsError
-from cnnlab.files import combined_hash, sha256_file, write_json
+from cnnlab.files import combined_hash, write_json
 from cnnlab.prepare import load_prepared
 from cnnlab.splits import Fold, kfold_splits, subsample
 from cnnlab.tracking import child_runs, flatten
@@ -46,6 +46,9 @@ from cnnlab.training import Arrays, EpochsToMlflow, fit, seeded_model
 
 log = logging.getLogger("cnnlab.study")
 RUNS_FILE = "runs.json"
+# The code that trains and scores a fold (this module, with all it imports): editing a plot, the study's tables
+# or the command line keeps the finished trainings.
+FOLD_CODE = __name__
 
 
 @dataclass(frozen=True)
@@ -77,13 +80,6 @@ class StudyRun:
     @property
     def trainings_per_minute(self) -> float:
         return 60 * self.trained / self.wall_seconds if self.trained else 0.0
-
-
-def code_version(modules: Iterable[str] | None = None) -> str:
-    """A digest of the library's source (or of `modules` of it): a result recorded by other code is not reused."""
-    folder = Path(cnnlab.__file__).parent
-    files = sorted(folder / m for m in modules) if modules is not None else sorted(folder.glob("*.py"))
-    return combined_hash(sha256_file(p) for p in files)
 
 
 class Ledger:
@@ -155,7 +151,7 @@ def check_every_fold_sees_every_class(folds: list[Fold], y: np.ndarray, classes:
 def study_fingerprint(kind: str, arms: dict[str, Experiment], folds: list[Fold], seed: int, data_hash: str) -> str:
     recipes = json.dumps({a: r.model_dump(mode="json") for a, r in arms.items()}, sort_keys=True)
     cuts = hashlib.sha256(b"".join(val.astype(np.int64).tobytes() + b"|" for _, val in folds)).hexdigest()
-    return combined_hash([kind, recipes, cuts, str(seed), data_hash, code_version()])
+    return combined_hash([kind, recipes, cuts, str(seed), data_hash, code_digest(FOLD_CODE)])
 
 
 @dataclass

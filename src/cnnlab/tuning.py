@@ -28,18 +28,18 @@ import keras
 import keras_tuner as kt
 import mlflow
 
+from cnnlab.code_digest import code_digest
 from cnnlab.config import Tune
 from cnnlab.files import combined_hash, write_json
 from cnnlab.search_space import trial_recipe
-from cnnlab.study import code_version
 from cnnlab.tracking import child_runs, stops_at_safe_points
 from cnnlab.training import Arrays, EpochsToMlflow, StopOnSignal, compile_model, seeded_model, trainer, training_inputs
 
 log = logging.getLogger("cnnlab.tune")
 STATE_FILE = "search.json"
 FINGERPRINT_TAG = "search_fingerprint"
-# The modules a trial's score depends on: a change in any other module does not restart a search.
-TRIAL_CODE = ("models.py", "training.py", "augment.py", "backend.py", "search_space.py", "tuning.py")
+# The code that builds and fits a trial (with all it imports): a change elsewhere does not restart a search.
+TRIAL_CODE = "cnnlab.tuning"
 TUNERS: dict[str, type[kt.Tuner]] = {
     "hyperband": kt.Hyperband,
     "random": kt.RandomSearch,
@@ -71,7 +71,7 @@ def search_fingerprint(search: Tune, seed: int, data_hash: str, train_samples: i
     keys = {"max_trials", "max_minutes", "top_n", "max_retries_per_trial", "max_consecutive_failed_trials",
             "description", "budgets", "budget"}  # fmt: skip
     described = json.dumps(search.model_dump(mode="json", exclude=keys), sort_keys=True)
-    return combined_hash([described, str(seed), data_hash, str(train_samples), code_version(TRIAL_CODE)])
+    return combined_hash([described, str(seed), data_hash, str(train_samples), code_digest(TRIAL_CODE)])
 
 
 class SearchHyperModel(kt.HyperModel):
