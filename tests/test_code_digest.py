@@ -28,6 +28,7 @@ def test_the_score_deciding_code_holds_training_and_leaves_out_drawing_and_repor
     assert not closure & OUTSIDE_SCORES
 
 
+@pytest.mark.slow  # a new interpreter each, importing Keras
 @pytest.mark.parametrize("module", ["cnnlab.study", "cnnlab.cli"])  # the CLI imports most of the package
 def test_the_closure_holds_every_project_module_python_imports_for_it(module: str) -> None:
     """Python imports the top-level imports only; the closure read from the source holds all of them."""

@@ -61,18 +61,11 @@ def test_a_run_with_background_logged_metrics_ends_without_waiting_for_the_logge
     assert mlflow.get_run(run_id).data.metrics == {"val_accuracy": 0.5}
 
 
-@pytest.mark.parametrize(
-    ("stage_name", "target", "tag"),
-    [
-        ("train", "F1", "experiment_id"),
-        ("finetune", "D3", "transfer"),
-        ("explain", "D3", "transfer"),
-        ("ablation", "C4", "study"),
-        ("tune", "T1", "search"),
-        ("download", "mnist", "dataset"),
-    ],
-)
-def test_a_stage_run_is_tagged_with_its_targets_kind_and_own_budget(tmp_path: Path, stage_name, target, tag) -> None:
+TARGET_KINDS = [("train", "F1", "experiment_id"), ("finetune", "D3", "transfer"), ("explain", "D3", "transfer"),
+                ("ablation", "C4", "study"), ("tune", "T1", "search"), ("download", "mnist", "dataset")]  # fmt: skip
+
+
+def test_a_stage_run_is_tagged_with_its_targets_kind_and_own_budget(tmp_path: Path) -> None:
     import yaml
 
     from cnnlab import stage
@@ -84,12 +77,13 @@ def test_a_stage_run_is_tagged_with_its_targets_kind_and_own_budget(tmp_path: Pa
     for section in own:
         section["budget"] = "full"  # each target's own budget, not the global quick one
     params = parse_params(raw)
-    with stage.mlflow_run(stage_name, target, params, stage.Paths(tmp_path), "h", {}, computes=False) as active:
-        pass
-    tags = mlflow.get_run(active.info.run_id).data.tags
-    assert tags[tag] == target
-    assert tags["budget"] == ("quick" if tag == "dataset" else "full")
-    assert tag == "dataset" or "dataset" not in tags
+    for stage_name, target, tag in TARGET_KINDS:
+        with stage.mlflow_run(stage_name, target, params, stage.Paths(tmp_path), "h", {}, computes=False) as active:
+            pass
+        tags = mlflow.get_run(active.info.run_id).data.tags
+        assert tags[tag] == target, (stage_name, target)
+        assert tags["budget"] == ("quick" if tag == "dataset" else "full"), (stage_name, target)
+        assert tag == "dataset" or "dataset" not in tags, (stage_name, target)
 
 
 def test_interrupted_run_is_failed_even_if_end_run_breaks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
