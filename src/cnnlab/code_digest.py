@@ -28,8 +28,8 @@ def module_file(module: str) -> Path:
 def imported_modules(module: str) -> frozenset[str]:
     """The project modules `module` imports itself, those inside functions included (they run when called),
     and the package, whose `__init__` runs before any of its modules."""
-    found = {PACKAGE}
-    for node in ast.walk(ast.parse(module_file(module).read_text(), str(module_file(module)))):
+    found, path = {PACKAGE}, module_file(module)
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.startswith(f"{PACKAGE}.")}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == PACKAGE:
