@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from cnnlab import backend
+from cnnlab.training import backend
 
 
 class Clock(keras.callbacks.Callback):

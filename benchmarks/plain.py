@@ -26,7 +26,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from cnnlab.config import Augmentation, Experiment
+from cnnlab.params import Augmentation, Experiment
 
 
 def augmentation_layers(options: Augmentation, seed: int) -> list[layers.Layer]:

@@ -47,8 +47,7 @@ TARGETS = {"F1": 0.91, "M2": 0.99, "M3": 0.991, "C1": 0.77, "C2": 0.77}
 def machine() -> dict[str, object]:
     import keras
 
-    from cnnlab import backend
-
+    from cnnlab.training import backend
     versions = {"python": platform.python_version(), "keras": keras.__version__}
     for name in ("jax", "jaxlib", "tensorflow-cpu", "tensorflow", "torch", "mlflow", "dvc"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
@@ -93,11 +92,11 @@ def train_arms(project: Path, exp_id: str, args: argparse.Namespace) -> list:
     from measure import ArmResult, Clock, PeakMemory
     from plain import plain_fit, plain_model, seed_layers
 
-    from cnnlab.config import load_params
-    from cnnlab.prepare import load_split
-    from cnnlab.stage import Paths
-    from cnnlab.train_run import experiment_data
-    from cnnlab.training import EpochsToMlflow, fit, seeded_model
+    from cnnlab.params import load_params
+    from cnnlab.data.prepare import load_split
+    from cnnlab.pipeline.stage import Paths
+    from cnnlab.workflows.train import experiment_data
+    from cnnlab.training.fit import EpochsToMlflow, fit, seeded_model
 
     params = load_params(project / "params.yaml")
     if args.budget:
@@ -226,8 +225,8 @@ def scratch_plan(project: Path, params: object, study_id: str, kind: str, scratc
     the scratch project's paths)."""
     import mlflow
 
-    from cnnlab.stage import Paths
-    from cnnlab.study import StudyPlan
+    from cnnlab.pipeline.stage import Paths
+    from cnnlab.workflows.study.plan import StudyPlan
 
     paths = Paths(scratch)
     (scratch / "data").mkdir()
@@ -239,8 +238,9 @@ def scratch_plan(project: Path, params: object, study_id: str, kind: str, scratc
 def study(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from cnnlab import backend, stage
-    from cnnlab.config import load_params
+    from cnnlab.training import backend
+    from cnnlab.pipeline import stage
+    from cnnlab.params import load_params
 
     stage.setup_logging()  # the study's progress lines: each training's score and the time left
     project = Path(args.project).resolve()
@@ -276,12 +276,13 @@ PEER_HEADER = ["arm", "fold", "seed", "plain val acc", "pipeline val acc", "pipe
 
 def peer_fold(plan: object, arm: str, fold: int, seed: int, verbose: int) -> dict[str, object]:
     """One fold of one arm, twice: the plain seed script (inputs / 255 outside the model, the seed's Sequential,
-    `model.fit`) and the pipeline's own fold training (`study.train_fold`, what the study stage runs)."""
+    `model.fit`) and the pipeline's own fold training (`train_fold`, what the study stage runs)."""
     import mlflow
     import numpy as np
     from plain import plain_fit, plain_model
 
-    from cnnlab.study import train_fold
+    from cnnlab.tracking.epochs import EpochsToMlflow
+    from cnnlab.training.fit import train_fold
 
     recipe = plan.arms[arm]
     train_index, val_index = plan.folds[fold - 1]
@@ -293,7 +294,7 @@ def peer_fold(plan: object, arm: str, fold: int, seed: int, verbose: int) -> dic
     plain_seconds = time.perf_counter() - started
     started = time.perf_counter()
     with mlflow.start_run(run_name=f"{plan.study_id}/{arm}/fold{fold}"):
-        final, _, _ = train_fold(recipe, train, val, len(plan.classes), seed, verbose)
+        final, _, _ = train_fold(recipe, train, val, len(plan.classes), seed, [EpochsToMlflow()], verbose)
     return {"arm": arm, "fold": fold, "seed": seed, "epochs": recipe.epochs, "train_samples": len(train[1]),
             "plain": {"val_accuracy": plain["val_accuracy"][-1], "val_loss": plain["val_loss"][-1],
                       "train_accuracy": plain["accuracy"][-1], "curve": plain["val_accuracy"],
@@ -322,8 +323,8 @@ def peer_rows(figures: list[dict]) -> list[list[str]]:
 
 
 def peer(args: argparse.Namespace) -> None:
-    from cnnlab import stage
-    from cnnlab.config import load_params
+    from cnnlab.pipeline import stage
+    from cnnlab.params import load_params
 
     stage.setup_logging()
     project = Path(args.project).resolve()

@@ -16,12 +16,12 @@ import statistics
 from pathlib import Path
 
 import cnnlab  # noqa: F401  (quiets TensorFlow before it loads)
-from cnnlab.config import BUDGETS, load_params
-from cnnlab.evaluation import evaluate
-from cnnlab.prepare import load_split, read_meta, training_splits
-from cnnlab.splits import subsample
-from cnnlab.stage import Paths
-from cnnlab.training import fit, seeded_model
+from cnnlab.data.prepare import load_split, read_meta, training_splits
+from cnnlab.data.splits import subsample
+from cnnlab.params import BUDGETS, load_params
+from cnnlab.pipeline.stage import Paths
+from cnnlab.training.evaluation import evaluate
+from cnnlab.training.fit import fit, seeded_model
 
 
 def main() -> None:

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import cnnlab  # noqa: F401
-from cnnlab.warm import run_in_warm_worker
+from cnnlab.pipeline.warm import run_in_warm_worker
 
 run_in_warm_worker(__file__)  # from here on, in a worker that has imported Keras and MLflow already
 import keras  # noqa: F401  (Keras, and TensorFlow under it, load before MLflow's libraries, as always)
 
-from cnnlab import stage
-from cnnlab.study_outputs import ablation_outputs, run_study_stage
+from cnnlab.pipeline import stage
+from cnnlab.workflows.study.outputs import ablation_outputs, run_study_stage
 
 if __name__ == "__main__":
     stage.run(lambda params, paths, study_id: run_study_stage("ablation", study_id, params, paths, ablation_outputs))

@@ -5,16 +5,16 @@ images and detections.json go to detections/<id>/ and to the job's MLflow run.""
 from __future__ import annotations
 
 import cnnlab  # noqa: F401
-from cnnlab.warm import run_in_warm_worker
+from cnnlab.pipeline.warm import run_in_warm_worker
 
 run_in_warm_worker(__file__)  # from here on, in a worker that has imported Keras and MLflow already
 
 import mlflow
 
-from cnnlab import stage
-from cnnlab.config import Params, ParamsError
-from cnnlab.detect import Detector, detect_images, image_files, summary_metrics
-from cnnlab.files import combined_hash, sha256_file, staged_outputs
+from cnnlab.detect.yolo import Detector, detect_images, image_files, summary_metrics
+from cnnlab.params import Params, ParamsError
+from cnnlab.pipeline import stage
+from cnnlab.util.files import combined_hash, sha256_file, staged_outputs
 
 
 def main(params: Params, paths: stage.Paths, job_id: str) -> None:

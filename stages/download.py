@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import cnnlab  # noqa: F401
-from cnnlab.warm import run_in_warm_worker
+from cnnlab.pipeline.warm import run_in_warm_worker
 
 run_in_warm_worker(__file__)  # from here on, in a worker that has imported Keras and MLflow already
 
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import mlflow
 
-from cnnlab import stage
-from cnnlab.config import Params
-from cnnlab.datasets import DATASETS
-from cnnlab.download import Fetched, candidate_sources, fetch
-from cnnlab.files import combined_hash, copy_file, replace_dir, sha256_file, staged_outputs, write_json
+from cnnlab.catalog.datasets import DATASETS
+from cnnlab.data.download import Fetched, candidate_sources, fetch
+from cnnlab.params import Params
+from cnnlab.pipeline import stage
+from cnnlab.util.files import combined_hash, copy_file, replace_dir, sha256_file, staged_outputs, write_json
 
 
 def fetch_custom(name: str, params: Params, paths: stage.Paths) -> Fetched:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import cnnlab  # noqa: F401
-from cnnlab.warm import run_in_warm_worker
+from cnnlab.pipeline.warm import run_in_warm_worker
 
 run_in_warm_worker(__file__)  # from here on, in a worker that has imported Keras and MLflow already
 
@@ -13,15 +13,16 @@ import logging
 import mlflow
 import numpy as np
 
-from cnnlab import stage
-from cnnlab.config import Params
-from cnnlab.evaluation import evaluate
-from cnnlab.registry import model_name, register_evaluated
-from cnnlab.files import staged_outputs, write_json, write_text
-from cnnlab.plots import confusion_matrix_png, image_grid
-from cnnlab.tracking import safe_metric_name
-from cnnlab.predict import load_model
-from cnnlab.prepare import load_split, read_meta
+from cnnlab.pipeline import stage
+from cnnlab.params import Params
+from cnnlab.training.evaluation import evaluate
+from cnnlab.tracking.registry import model_name, register_evaluated
+from cnnlab.util.files import staged_outputs, write_json, write_text
+from cnnlab.plots.base import image_grid
+from cnnlab.plots.confusion import confusion_matrix_png
+from cnnlab.tracking.runs import safe_metric_name
+from cnnlab.nets.predict import load_model
+from cnnlab.data.prepare import load_split, read_meta
 
 log = logging.getLogger("cnnlab.evaluate")
 MISCLASSIFIED_SHOWN = 24

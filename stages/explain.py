@@ -5,7 +5,7 @@ augmentation preview of one model, as pictures in explain/<id>/ logged to MLflow
 from __future__ import annotations
 
 import cnnlab  # noqa: F401
-from cnnlab.warm import run_in_warm_worker
+from cnnlab.pipeline.warm import run_in_warm_worker
 
 run_in_warm_worker(__file__)  # from here on, in a worker that has imported Keras and MLflow already
 import keras  # noqa: F401  (Keras, and TensorFlow under it, load before MLflow's libraries, as always)
@@ -17,11 +17,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from cnnlab import explain, stage
-from cnnlab.config import Params
-from cnnlab.files import staged_outputs, write_text
-from cnnlab.predict import load_model
-from cnnlab.prepare import load_split, read_meta
+from cnnlab.explain import pictures as explain
+from cnnlab.pipeline import stage
+from cnnlab.params import Params
+from cnnlab.util.files import staged_outputs, write_text
+from cnnlab.nets.predict import load_model
+from cnnlab.data.prepare import load_split, read_meta
 
 log = logging.getLogger("cnnlab.explain")
 

@@ -5,20 +5,20 @@ finetune), saved as models/<id>.keras for the evaluate stage."""
 from __future__ import annotations
 
 import cnnlab  # noqa: F401
-from cnnlab.warm import run_in_warm_worker
+from cnnlab.pipeline.warm import run_in_warm_worker
 
 run_in_warm_worker(__file__)  # from here on, in a worker that has imported Keras and MLflow already
 import keras  # noqa: F401  (Keras, and TensorFlow under it, load before MLflow's libraries, as always)
 
 from functools import partial
 
-from cnnlab import stage
-from cnnlab.backbones import build_backbone, first_trainable
-from cnnlab.config import Params, ParamsError
-from cnnlab.prepare import read_meta, training_splits
-from cnnlab.splits import subsample
-from cnnlab.train_run import train_and_save
-from cnnlab.transfer import train_transfer
+from cnnlab.pipeline import stage
+from cnnlab.nets.backbones import build_backbone, first_trainable
+from cnnlab.params import Params, ParamsError
+from cnnlab.data.prepare import read_meta, training_splits
+from cnnlab.data.splits import subsample
+from cnnlab.workflows.train import train_and_save
+from cnnlab.training.transfer import train_transfer
 
 
 def main(params: Params, paths: stage.Paths, transfer_id: str) -> None:

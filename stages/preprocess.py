@@ -7,7 +7,7 @@ arrays are made once per data set however many experiments use them."""
 from __future__ import annotations
 
 import cnnlab  # noqa: F401
-from cnnlab.warm import run_in_warm_worker
+from cnnlab.pipeline.warm import run_in_warm_worker
 
 run_in_warm_worker(__file__)  # from here on, in a worker that has imported Keras and MLflow already
 
@@ -16,10 +16,10 @@ import logging
 
 import mlflow
 
-from cnnlab import stage
-from cnnlab.config import Params
-from cnnlab.files import combined_hash, staged_outputs, write_json
-from cnnlab.prepare import describe, read_raw, save_split
+from cnnlab.data.prepare import describe, read_raw, save_split
+from cnnlab.params import Params
+from cnnlab.pipeline import stage
+from cnnlab.util.files import combined_hash, staged_outputs, write_json
 
 log = logging.getLogger("cnnlab.preprocess")
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import cnnlab  # noqa: F401
-from cnnlab.warm import run_in_warm_worker
+from cnnlab.pipeline.warm import run_in_warm_worker
 
 run_in_warm_worker(__file__)  # from here on, in a worker that has imported Keras and MLflow already
 
@@ -12,9 +12,8 @@ import logging
 
 import mlflow
 
-from cnnlab import stage
-from cnnlab.config import Params
-from cnnlab.files import combined_hash, sha256_file, staged_outputs, write_text
+from cnnlab.params import Params
+from cnnlab.pipeline import stage
 from cnnlab.report import (
     build_rows,
     claims_chart,
@@ -28,6 +27,7 @@ from cnnlab.report import (
     to_csv,
     transfer_section,
 )
+from cnnlab.util.files import combined_hash, sha256_file, staged_outputs, write_text
 
 log = logging.getLogger("cnnlab.report")
 PREFACE = (

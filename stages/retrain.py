@@ -5,18 +5,18 @@ score took, and saved as models/<search>.keras for the evaluate stage."""
 from __future__ import annotations
 
 import cnnlab  # noqa: F401
-from cnnlab.warm import run_in_warm_worker
+from cnnlab.pipeline.warm import run_in_warm_worker
 
 run_in_warm_worker(__file__)  # from here on, in a worker that has imported Keras and MLflow already
 import keras  # noqa: F401  (Keras, and TensorFlow under it, load before MLflow's libraries, as always)
 
 import json
 
-from cnnlab import stage
-from cnnlab.config import Experiment, Params
-from cnnlab.prepare import load_split, read_meta
-from cnnlab.splits import subsample
-from cnnlab.train_run import train_and_save
+from cnnlab.pipeline import stage
+from cnnlab.params import Experiment, Params
+from cnnlab.data.prepare import load_split, read_meta
+from cnnlab.data.splits import subsample
+from cnnlab.workflows.train import train_and_save
 
 
 def main(params: Params, paths: stage.Paths, search_id: str) -> None:

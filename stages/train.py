@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import cnnlab  # noqa: F401
-from cnnlab.warm import run_in_warm_worker
+from cnnlab.pipeline.warm import run_in_warm_worker
 
 run_in_warm_worker(__file__)  # from here on, in a worker that has imported Keras and MLflow already
 import keras  # noqa: F401  (Keras, and TensorFlow under it, load before MLflow's libraries, as always)
 
-from cnnlab import stage
-from cnnlab.config import Params
-from cnnlab.train_run import experiment_data, train_and_save
+from cnnlab.params import Params
+from cnnlab.pipeline import stage
+from cnnlab.workflows.train import experiment_data, train_and_save
 
 
 def main(params: Params, paths: stage.Paths, exp_id: str) -> None:

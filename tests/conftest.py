@@ -53,13 +53,13 @@ def fashion_dir() -> Path:
 @pytest.fixture(scope="session")
 def fashion(fashion_dir: Path) -> dict:
     """Fashion-MNIST's train and test arrays, read once."""
-    from cnnlab.loaders import load_idx_folder
+    from cnnlab.data.loaders import load_idx_folder
 
     return load_idx_folder(fashion_dir)
 
 
 def subset(arrays: tuple, size: int, seed: int = 0) -> tuple:
-    from cnnlab.splits import stratified_subsample
+    from cnnlab.data.splits import stratified_subsample
 
     x, y = arrays
     keep = stratified_subsample(y, size, seed)
@@ -80,10 +80,10 @@ def prepared_project(
 ) -> object:
     """A project folder at `root`: the repository's params with `edit` applied (no model logging) and a
     stratified subset of Fashion-MNIST prepared as the preprocess stage leaves it; returns the params."""
-    from cnnlab.config import parse_params
-    from cnnlab.datasets import DATASETS
-    from cnnlab.prepare import Prepared, describe, save_split
-    from cnnlab.stage import Paths
+    from cnnlab.catalog.datasets import DATASETS
+    from cnnlab.data.prepare import Prepared, describe, save_split
+    from cnnlab.params import parse_params
+    from cnnlab.pipeline.stage import Paths
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["mlflow"]["log_model"] = False

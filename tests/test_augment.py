@@ -11,9 +11,9 @@ from keras import ops
 from scipy import ndimage
 from test_training import f1_recipe
 
-from cnnlab.augment import AugmentedTraining, RandomTransform, build_augmenter
-from cnnlab.config import Augmentation
-from cnnlab.training import compile_model, fit, seeded_model, trainer
+from cnnlab.params import Augmentation
+from cnnlab.training.augment import AugmentedTraining, RandomTransform, build_augmenter
+from cnnlab.training.fit import compile_model, fit, seeded_model, trainer
 from conftest import subset
 
 EVERYTHING = Augmentation(

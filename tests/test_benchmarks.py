@@ -125,7 +125,7 @@ def test_peer_check_refuses_an_unknown_arm_before_training(tmp_path: Path, fashi
 
 PROBE_SCRIPT = """
 import numpy as np, keras
-from cnnlab import prepare
+from cnnlab.data import prepare
 x = np.random.default_rng(0).random((64, 4)).astype("float32"); y = (x[:, 0] > 0.5).astype("int32")
 model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
 model.compile("adam", "sparse_categorical_crossentropy")
@@ -154,7 +154,7 @@ def test_probe_times_each_phase_once_in_a_stage_process(tmp_path: Path) -> None:
     env.pop("DVC_STAGE")
     for path in tmp_path.glob("*.json"):
         path.unlink()
-    subprocess.run([sys.executable, "-c", "import cnnlab.prepare"], env=env, check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", "import cnnlab.data.prepare"], env=env, check=True, timeout=120)
     assert not list(tmp_path.glob("*.json"))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnnlab.config import ParamsError, load_params, parse_params
+from cnnlab.params import ParamsError, load_params, parse_params
 from conftest import ROOT
 
 
@@ -147,8 +147,8 @@ def test_loss_is_chosen_from_the_number_of_classes() -> None:
 
 
 def test_every_registered_experiment_builds_its_model_with_a_fitting_head() -> None:
-    from cnnlab.datasets import DATASETS
-    from cnnlab.models import build_model
+    from cnnlab.catalog.datasets import DATASETS
+    from cnnlab.catalog.networks import build_model
 
     params = load_params(ROOT / "params.yaml")
     assert {"F0", "F1", "F2", "F3", "M0", "M1", "M2", "M3", "M4", "C1", "C2", "C5", "C6", "D1", "D2"} <= set(
@@ -167,7 +167,7 @@ def test_f2_split_is_the_seeds_train_test_split() -> None:
     import numpy as np
     from sklearn.model_selection import train_test_split
 
-    from cnnlab.splits import stratified_split
+    from cnnlab.data.splits import stratified_split
 
     labels = np.random.default_rng(0).integers(0, 10, 1000)
     kept, held = stratified_split(labels, 0.2, seed=42, stratify=False)
@@ -192,7 +192,7 @@ def test_a_stage_without_a_known_target_says_how_to_call_it(tmp_path: Path, args
 def test_params_validation_does_not_load_keras() -> None:
     # The data stages validate all params (model names and options, backbone names) and must not pay for Keras.
     code = (
-        "import sys; import cnnlab.stage; from cnnlab.config import load_params; "
+        "import sys; import cnnlab.pipeline.stage; from cnnlab.params import load_params; "
         f"load_params({str(ROOT / 'params.yaml')!r}); "
         "print(sorted(m for m in ('tensorflow', 'keras.src', 'jax', 'torch') if m in sys.modules))"
     )
@@ -203,7 +203,7 @@ def test_params_validation_does_not_load_keras() -> None:
 def test_backbone_names_read_without_keras_are_keras_applications() -> None:
     import keras
 
-    from cnnlab.config import keras_applications
+    from cnnlab.params import keras_applications
 
     constructors = {n for n in dir(keras.applications) if n[0].isupper() and callable(getattr(keras.applications, n))}
     assert set(keras_applications()) == constructors and {"MobileNet", "VGG16", "ResNet50"} <= constructors

@@ -20,9 +20,9 @@ import pytest
 import yaml
 
 from cnnlab.cli import main as cnnlab
-from cnnlab.config import DetectSettings, ParamsError, parse_params
-from cnnlab.darknet import DarknetFileError, check_pair, read_cfg, read_names, weight_count
-from cnnlab.detect import Detector
+from cnnlab.detect.darknet import DarknetFileError, check_pair, read_cfg, read_names, weight_count
+from cnnlab.detect.yolo import Detector
+from cnnlab.params import DetectSettings, ParamsError, parse_params
 from conftest import ROOT, copy_project, run
 
 GRID, CELL, CLASSES = 7, 64, 2

@@ -13,10 +13,10 @@ import mlflow
 import pytest
 import yaml
 
-from cnnlab.config import parse_params
-from cnnlab.datasets import DATASETS, IDX_NAMES
-from cnnlab.download import MIRROR_ENV, ChecksumError, DataUnavailableError, Source, candidate_sources, fetch
-from cnnlab.stage import Paths
+from cnnlab.catalog.datasets import DATASETS, IDX_NAMES
+from cnnlab.data.download import MIRROR_ENV, ChecksumError, DataUnavailableError, Source, candidate_sources, fetch
+from cnnlab.params import parse_params
+from cnnlab.pipeline.stage import Paths
 from conftest import ROOT, load_stage
 
 FASHION, MNIST = DATASETS["fashion_mnist"], DATASETS["mnist"]

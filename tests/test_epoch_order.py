@@ -18,8 +18,8 @@ import numpy as np
 import yaml
 from keras import ops
 
-from cnnlab.config import parse_params
-from cnnlab.training import fit
+from cnnlab.params import parse_params
+from cnnlab.training.fit import fit
 from conftest import ROOT
 
 ROWS, BATCH, EPOCHS = 24, 8, 4

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 from cnnlab.cli import main as cnnlab_main
-from cnnlab.config import ParamsError, parse_params
-from cnnlab.explain import augmented_draws, choose, predict_for_grad_cam, predictions, spread_over_classes
-from cnnlab.layer_views import feature_maps
-from cnnlab.predict import load_model
-from cnnlab.stage import Paths
+from cnnlab.explain.layer_views import feature_maps
+from cnnlab.explain.pictures import augmented_draws, choose, predict_for_grad_cam, predictions, spread_over_classes
+from cnnlab.nets.predict import load_model
+from cnnlab.params import ParamsError, parse_params
+from cnnlab.pipeline.stage import Paths
 from conftest import ROOT, load_stage, prepared_project
 from test_model_cut import residual_model, transfer_like
 
@@ -166,7 +166,7 @@ def test_explain_settings_for_an_unknown_model_or_key_are_refused() -> None:
 
 
 def test_augmented_draws_are_random_passes_of_the_model_s_own_augmentation(fashion: dict) -> None:
-    from cnnlab.config import Augmentation
+    from cnnlab.params import Augmentation
 
     images = fashion["train"][0][:12]
     draws = augmented_draws(Augmentation(horizontal_flip=True), images, 3, seed=0)
@@ -180,7 +180,7 @@ def test_augmented_draws_are_random_passes_of_the_model_s_own_augmentation(fashi
 
 
 def test_default_views_of_a_residual_backbone_need_no_settings() -> None:
-    from cnnlab.config import Views
+    from cnnlab.params import Views
 
     model = transfer_like(residual_model(32))
     choice = choose(model, Views(), test_images=10, model_id="RES")

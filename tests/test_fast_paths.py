@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import yaml
 
-from cnnlab import backend
-from cnnlab.config import parse_params
-from cnnlab.training import fit, seeded_model
+from cnnlab.params import parse_params
+from cnnlab.training import backend
+from cnnlab.training.fit import fit, seeded_model
 from conftest import ROOT, subset
 
 
@@ -57,7 +57,7 @@ import numpy as np
 sys.path.insert(0, sys.argv[1])
 from conftest import subset
 from test_fast_paths import train_both
-from cnnlab.loaders import load_idx_folder
+from cnnlab.data.loaders import load_idx_folder
 
 assert keras.backend.backend() == "jax", keras.backend.backend()
 from test_fast_paths import SHIFT_AND_FLIP

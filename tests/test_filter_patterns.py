@@ -13,9 +13,9 @@ import keras
 import numpy as np
 import pytest
 
-from cnnlab.filter_patterns import filter_patterns, for_display
-from cnnlab.grad_cam import grad_cam
-from cnnlab.hand_filters import SOBEL_HORIZONTAL, SOBEL_VERTICAL
+from cnnlab.explain.filter_patterns import filter_patterns, for_display
+from cnnlab.explain.grad_cam import grad_cam
+from cnnlab.explain.hand_filters import SOBEL_HORIZONTAL, SOBEL_VERTICAL
 
 
 def sobel_model() -> keras.Model:
@@ -50,8 +50,8 @@ JAX_SCRIPT = """
 import sys
 import keras
 import numpy as np
-from cnnlab.filter_patterns import filter_patterns
-from cnnlab.grad_cam import grad_cam
+from cnnlab.explain.filter_patterns import filter_patterns
+from cnnlab.explain.grad_cam import grad_cam
 
 assert keras.backend.backend() == "jax", keras.backend.backend()
 model = keras.saving.load_model(sys.argv[1])

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from cnnlab.grad_cam import class_scores, grad_cam, upsample
+from cnnlab.explain.grad_cam import class_scores, grad_cam, upsample
 
 SIZE, PATCH = 32, 8
 

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from cnnlab.hand_filters import SOBEL_HORIZONTAL, SOBEL_VERTICAL, max_pool, sliding_window_filter, sobel_edges
-from cnnlab.plots import image_panels
+from cnnlab.explain.hand_filters import SOBEL_HORIZONTAL, SOBEL_VERTICAL, max_pool, sliding_window_filter, sobel_edges
+from cnnlab.plots.layers import image_panels
 
 
 def keras_conv(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:

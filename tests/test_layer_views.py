@@ -9,11 +9,11 @@ import keras
 import numpy as np
 import pytest
 
-from cnnlab.hand_filters import sliding_window_filter
-from cnnlab.layer_views import feature_maps, first_conv_kernels
-from cnnlab.model_cut import conv_layer_names
-from cnnlab.models import build_model
-from cnnlab.plots import feature_map_grid, kernel_grid
+from cnnlab.catalog.networks import build_model
+from cnnlab.explain.hand_filters import sliding_window_filter
+from cnnlab.explain.layer_views import feature_maps, first_conv_kernels
+from cnnlab.nets.cut import conv_layer_names
+from cnnlab.plots.layers import feature_map_grid, kernel_grid
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_kernels_and_maps_are_drawn(m1: keras.Model, tmp_path: Path) -> None:
 def test_a_grid_shows_each_tile_in_its_place_with_its_overlay(tmp_path: Path) -> None:
     from PIL import Image
 
-    from cnnlab.plots import image_grid
+    from cnnlab.plots.base import image_grid
 
     red, blue = np.zeros((1, 16, 16, 3), np.uint8), np.zeros((1, 16, 16, 3), np.uint8)
     red[..., 0], blue[..., 2] = 255, 255

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab import loaders
-from cnnlab.loaders import (
+from cnnlab.data import loaders
+from cnnlab.data.loaders import (
     DataFormatError,
     load_cifar_python,
     load_idx,
@@ -178,7 +178,7 @@ def test_decoding_on_several_processes_gives_what_one_gives(tmp_path: Path, monk
 
 @pytest.mark.parametrize("kind", ["sparse", "noisy"])
 def test_saved_splits_load_back_exactly_compressed_or_not(tmp_path: Path, kind: str) -> None:
-    from cnnlab.prepare import compresses, load_split, save_split
+    from cnnlab.data.prepare import compresses, load_split, save_split
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (50, 28, 28, 1), dtype=np.uint8)

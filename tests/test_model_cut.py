@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from cnnlab.model_cut import conv_layer_names, final_layer, last_map_layer, split, up_to, walk
-from cnnlab.models import build_model
+from cnnlab.catalog.networks import build_model
+from cnnlab.nets.cut import conv_layer_names, final_layer, last_map_layer, split, up_to, walk
 
 
 def residual_model(size: int = 16) -> keras.Model:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnlab.config import Experiment
-from cnnlab.models import C5_VARIANTS, MODELS, build_model
-from cnnlab.training import fit, seeded_model
+from cnnlab.catalog.networks import C5_VARIANTS, MODELS, build_model
+from cnnlab.params import Experiment
+from cnnlab.training.fit import fit, seeded_model
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from test_report import write_metrics
 
-from cnnlab.config import Params, ParamsError, load_params, parse_params
+from cnnlab.params import Params, ParamsError, load_params, parse_params
 from cnnlab.report import (
     build_rows,
     floor_checks,

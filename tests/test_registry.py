@@ -7,7 +7,7 @@ import keras
 import mlflow
 import numpy as np
 
-from cnnlab.registry import (
+from cnnlab.tracking.registry import (
     CHAMPION,
     champion_score,
     champion_version,
@@ -17,7 +17,7 @@ from cnnlab.registry import (
     register_evaluated,
     score_tag,
 )
-from cnnlab.tracking import log_keras_model
+from cnnlab.tracking.runs import log_keras_model
 
 
 def test_the_decision_needs_the_margin() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnnlab.config import ParamsError, load_params, parse_params
-from cnnlab.datasets import DATASETS
-from cnnlab.models import build_model
+from cnnlab.catalog.datasets import DATASETS
+from cnnlab.catalog.networks import build_model
+from cnnlab.params import ParamsError, load_params, parse_params
 from cnnlab.report import Claims, build_rows, load_claims, markdown, to_csv
 from conftest import ROOT, fit_quick_floors
 

@@ -21,8 +21,8 @@ import pytest
 import yaml
 from playwright.sync_api import sync_playwright
 
-from cnnlab import retraining
-from cnnlab.tracking_server import cluster, mlflow_server
+from cnnlab.tracking.server import cluster, mlflow_server
+from cnnlab.workflows import ci_retrain as retraining
 from conftest import GIT, copy_project, free_port, run
 
 pytestmark = pytest.mark.slow  # whole-pipeline runs: the full suite, not the inner loop

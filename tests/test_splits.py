@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnlab.splits import stratified_split, stratified_subsample, subsample
+from cnnlab.data.splits import stratified_split, stratified_subsample, subsample
 
 
 def labels() -> np.ndarray:

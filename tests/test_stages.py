@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import yaml
 
-from cnnlab.config import parse_params
-from cnnlab.files import sha256_file
-from cnnlab.prepare import training_splits
-from cnnlab.stage import Paths
+from cnnlab.data.prepare import training_splits
+from cnnlab.params import parse_params
+from cnnlab.pipeline.stage import Paths
+from cnnlab.util.files import sha256_file
 from conftest import ROOT, load_stage
 from test_loaders import image_tree, png
 
@@ -115,8 +115,8 @@ def test_own_images_without_a_test_split_fail_clearly(tmp_path: Path) -> None:
 
 
 def test_too_few_images_for_a_stratified_split_is_a_clear_error() -> None:
-    from cnnlab.loaders import DataFormatError
-    from cnnlab.prepare import Prepared, with_validation
+    from cnnlab.data.loaders import DataFormatError
+    from cnnlab.data.prepare import Prepared, with_validation
 
     x = np.zeros((3, 8, 8, 3), np.uint8)
     tiny = Prepared({"train": (x, np.array([0, 0, 1])), "test": (x, np.array([0, 1, 1]))}, ["a", "b"])
@@ -134,11 +134,13 @@ def test_every_error_class_of_the_project_is_a_user_error_shown_as_one_line() ->
     import pkgutil
 
     import cnnlab
-    from cnnlab.errors import UserError
+    from cnnlab.util.errors import UserError
 
     errors = {}
-    for info in pkgutil.iter_modules(cnnlab.__path__):
-        module = importlib.import_module(f"cnnlab.{info.name}")
+    for info in pkgutil.walk_packages(cnnlab.__path__, "cnnlab."):
+        if info.name.endswith(".__main__"):  # runs the command
+            continue
+        module = importlib.import_module(info.name)
         for name, value in vars(module).items():
             if inspect.isclass(value) and value.__module__ == module.__name__ and name.endswith("Error"):
                 errors[name] = value

@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from cnnlab import training
-from cnnlab.config import ParamsError, parse_params
-from cnnlab.fold_stats import factorial_effects, interval, paired_comparison, summarize
-from cnnlab.prepare import Prepared, describe, save_split
-from cnnlab.splits import kfold_splits
-from cnnlab.stage import Paths
-from cnnlab.study import StudyPlan
+from cnnlab.data.prepare import Prepared, describe, save_split
+from cnnlab.data.splits import kfold_splits
+from cnnlab.params import ParamsError, parse_params
+from cnnlab.pipeline.stage import Paths
+from cnnlab.training import fit as training
+from cnnlab.workflows.study.plan import StudyPlan
+from cnnlab.workflows.study.stats import factorial_effects, interval, paired_comparison, summarize
 from conftest import ROOT, fit_quick_floors
 
 # ---------------------------------------------------------------- params
@@ -256,7 +256,7 @@ def test_report_sets_the_seed_effects_beside_ours(tmp_path: Path) -> None:
 
 
 def test_an_unknown_study_is_a_clear_error(tmp_path: Path) -> None:
-    from cnnlab.study_outputs import crossval_outputs, run_study_stage
+    from cnnlab.workflows.study.outputs import crossval_outputs, run_study_stage
 
     params = parse_params(project_params())
     with pytest.raises(ParamsError, match=r"unknown crossval study 'C4'; params.yaml `crossval` has: C3"):
@@ -290,8 +290,7 @@ def test_unshuffled_folds_of_class_sorted_data_are_refused(tmp_path: Path) -> No
     [("gpu:0", 2, 5), ("cpu", 2, 2), ("cpu", 16, 2), ("cpu", 1, 1)],
 )
 def test_auto_trains_two_folds_at_once_on_a_cpu_and_all_on_a_gpu(monkeypatch, device, cores, expected) -> None:
-    from cnnlab import backend
-
+    from cnnlab.training import backend
     monkeypatch.setattr(backend, "device", lambda: device)
     monkeypatch.setattr(backend.os, "cpu_count", lambda: cores)
     assert backend.trainings_at_once("auto", 5) == expected

@@ -13,8 +13,9 @@ import mlflow
 import numpy as np
 import pytest
 
-from cnnlab.tracking import stage_run, stops_at_safe_points
-from cnnlab.training import StopOnSignal
+from cnnlab.tracking.runs import stage_run
+from cnnlab.training.fit import StopOnSignal
+from cnnlab.util.signals import stops_at_safe_points
 
 
 def run(tmp_path: Path, fail: BaseException | None = None, body: Callable[[], None] | None = None) -> str:
@@ -68,8 +69,8 @@ TARGET_KINDS = [("train", "F1", "experiment_id"), ("finetune", "D3", "transfer")
 def test_a_stage_run_is_tagged_with_its_targets_kind_and_own_budget(tmp_path: Path) -> None:
     import yaml
 
-    from cnnlab import stage
-    from cnnlab.config import parse_params
+    from cnnlab.params import parse_params
+    from cnnlab.pipeline import stage
     from conftest import ROOT
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -188,7 +189,7 @@ def test_a_logged_model_lists_its_pinned_requirements_without_a_child_process(
 
     from mlflow.utils import requirements_utils
 
-    from cnnlab.tracking import log_keras_model
+    from cnnlab.tracking.runs import log_keras_model
 
     def no_capture(*args: object, **kwargs: object) -> None:
         raise AssertionError("MLflow loaded the model in a child process to infer its requirements")

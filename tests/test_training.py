@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import yaml
 
-from cnnlab import train_run
-from cnnlab.config import parse_params
-from cnnlab.datasets import DATASETS
-from cnnlab.evaluation import evaluate
-from cnnlab.files import sha256_file
-from cnnlab.stage import Paths
-from cnnlab.training import encode_labels, fit, kept_epoch, seeded_model
+from cnnlab.catalog.datasets import DATASETS
+from cnnlab.params import parse_params
+from cnnlab.pipeline.stage import Paths
+from cnnlab.training.evaluation import evaluate
+from cnnlab.training.fit import encode_labels, fit, kept_epoch, seeded_model
+from cnnlab.util.files import sha256_file
+from cnnlab.workflows import train as train_run
 from conftest import ROOT, load_stage, prepared_project, subset
 
 
@@ -85,7 +85,7 @@ def test_f1_learns_fashion_mnist(fashion: dict) -> None:
     ],
 )
 def test_evaluate_scores_in_one_pass_as_keras_evaluate_does(model_name, options, classes, loss) -> None:
-    from cnnlab.models import build_model
+    from cnnlab.catalog.networks import build_model
 
     rng = np.random.default_rng(0)
     shape = (32, 32, 3) if model_name == "C1" else (64, 64, 3)
@@ -220,7 +220,7 @@ def test_train_stage_writes_model_card_and_diagram_and_predict_uses_them(tiny_pr
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero_by_the_last_epoch() -> None:
-    from cnnlab.training import learning_rate
+    from cnnlab.training.fit import learning_rate
 
     plan = f1_recipe(epochs=10, budgets={}, optimizer={"name": "adam", "learning_rate": 0.004, "schedule": "cosine",
                                            "warmup_epochs": 1})  # fmt: skip
@@ -233,7 +233,7 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_by_the_last_epoch() -> Non
 
 
 def test_batchnorm_option_normalizes_every_convolution_of_f1_and_m3() -> None:
-    from cnnlab.models import build_model
+    from cnnlab.catalog.networks import build_model
 
     for name, seed_params in (("F1", 89_546), ("M3", None)):
         plain, normed = build_model(name, (28, 28, 1), 10), build_model(name, (28, 28, 1), 10, batchnorm=True)

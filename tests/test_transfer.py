@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import yaml
 
-from cnnlab import backbones
-from cnnlab.backbones import WeightsUnavailableError, build_backbone, first_trainable
-from cnnlab.config import FromLayer, ParamsError, Transfer, parse_params
-from cnnlab.predict import load_model
-from cnnlab.stage import Paths
-from cnnlab.transfer import train_transfer, transfer_model
+from cnnlab.nets import backbones
+from cnnlab.nets.backbones import WeightsUnavailableError, build_backbone, first_trainable
+from cnnlab.nets.predict import load_model
+from cnnlab.params import FromLayer, ParamsError, Transfer, parse_params
+from cnnlab.pipeline.stage import Paths
+from cnnlab.training.transfer import train_transfer, transfer_model
 from conftest import MIRROR, ROOT, copy_project, load_stage, require, run, subset
 from test_loaders import png
 from test_stages import own_data_params, own_tree
@@ -30,7 +30,7 @@ MOBILENET = {"name": "MobileNet", "options": {"alpha": 0.25}, "input_size": 224,
 @pytest.fixture(scope="session")
 def cats() -> dict:
     """The subset's train / val / test splits at 150x150, as the preprocess stage makes them."""
-    from cnnlab.loaders import load_image_folder
+    from cnnlab.data.loaders import load_image_folder
 
     archive = require(MIRROR / "cats_vs_dogs" / "cats_vs_dogs_small.zip", "the offline mirror's cats vs dogs")
     require(WEIGHTS / "mobilenet_2_5_224_tf_no_top.h5", "the offline mirror's MobileNet weights")

@@ -19,12 +19,12 @@ import mlflow
 import pandas as pd
 import pytest
 
-from cnnlab.config import Experiment, ParamsError, SearchSpace, Tune, parse_params
-from cnnlab.models import build_model
-from cnnlab.search_space import augmentation, trial_recipe
-from cnnlab.stage import Paths
-from cnnlab.tune_run import main as tune_main
-from cnnlab.tuning import SearchHyperModel
+from cnnlab.catalog.networks import build_model
+from cnnlab.params import Experiment, ParamsError, SearchSpace, Tune, parse_params
+from cnnlab.pipeline.stage import Paths
+from cnnlab.training.hypermodel import SearchHyperModel
+from cnnlab.training.search_space import augmentation, trial_recipe
+from cnnlab.workflows.search import main as tune_main
 from conftest import ROOT, free_port, load_stage, prepared_project
 
 SMALL_SPACE = {

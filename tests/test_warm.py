@@ -19,7 +19,7 @@ from conftest import ROOT, prepared_project
 
 SCRIPT = """
 import gc, json, os, sys
-from cnnlab.warm import run_in_warm_worker
+from cnnlab.pipeline.warm import run_in_warm_worker
 run_in_warm_worker(__file__)
 import helper
 print(json.dumps({
@@ -118,7 +118,8 @@ def test_switched_off_the_script_runs_in_its_own_process(tmp_path: Path, runtime
 def test_an_uncaught_error_prints_the_scripts_traceback_and_exits_1(tmp_path: Path, runtime: Path) -> None:
     script = tmp_path / "broken.py"
     script.write_text(
-        "from cnnlab.warm import run_in_warm_worker\nrun_in_warm_worker(__file__)\nraise ValueError('bad input')\n"
+        "from cnnlab.pipeline.warm import run_in_warm_worker\nrun_in_warm_worker(__file__)\n"
+        "raise ValueError('bad input')\n"
     )
     done = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, env=env_for(runtime), capture_output=True, text=True
@@ -126,13 +127,14 @@ def test_an_uncaught_error_prints_the_scripts_traceback_and_exits_1(tmp_path: Pa
     assert done.returncode == 1
     assert "ValueError: bad input" in done.stderr
     assert 'broken.py", line 3' in done.stderr
-    assert "runpy" not in done.stderr and "warm.py" not in done.stderr  # the worker's frames are not the user's
+    for worker_file in ("runpy", "warm.py", "warm_worker.py"):  # the worker's frames are not the user's
+        assert worker_file not in done.stderr
 
 
 def test_a_signal_to_the_stages_process_reaches_the_stage(tmp_path: Path, runtime: Path) -> None:
     script = tmp_path / "sleeper.py"
     script.write_text(
-        "import os, sys, time\nfrom cnnlab.warm import run_in_warm_worker\nrun_in_warm_worker(__file__)\n"
+        "import os, sys, time\nfrom cnnlab.pipeline.warm import run_in_warm_worker\nrun_in_warm_worker(__file__)\n"
         "print(os.getpid(), flush=True)\ntime.sleep(600)\n"
     )
     process = subprocess.Popen(
@@ -196,7 +198,7 @@ def test_a_worker_that_goes_away_before_the_stage_starts_leaves_it_to_run_here(t
     """A worker that exits, idle, just as a stage connects: the stage runs in its own process instead."""
     script = tmp_path / "stage.py"
     script.write_text(
-        "import os, socket, threading\nfrom cnnlab import warm\n"
+        "import os, socket, threading\nfrom cnnlab.pipeline import warm\n"
         "listener = socket.socket(socket.AF_UNIX)\n"
         "listener.bind(str(warm.runtime_dir() / f'{warm.worker_key()}.sock'))\nlistener.listen()\n"
         "threading.Thread(target=lambda: listener.accept()[0].close(), daemon=True).start()\n"
@@ -224,7 +226,7 @@ def test_a_runtime_folder_too_long_for_a_socket_is_named_and_the_stage_runs_here
 def test_the_worker_fills_mlflows_first_call_caches_before_forking_stages() -> None:
     """What a stage's first MLflow write would compute (1 s a stage): filled once, in the worker."""
     probe = (
-        "from cnnlab.warm import fill_first_call_caches; fill_first_call_caches()\n"
+        "from cnnlab.pipeline.warm_worker import fill_first_call_caches; fill_first_call_caches()\n"
         "from mlflow.utils import requirements_utils as r\n"
         "from mlflow.store.db.base_sql_model import Base\n"
         "mappers = list(Base.registry.mappers)\n"

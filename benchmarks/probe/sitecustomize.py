@@ -31,13 +31,13 @@ HOOKS: dict[str, list[tuple[str, str]]] = {
         ("Model.save", "save"),
         ("saving.load_model", "load"),
     ],
-    "cnnlab.filter_patterns": [("filter_patterns", "ascent")],
-    "cnnlab.grad_cam": [("grad_cam", "ascent")],
-    "cnnlab.layer_views": [("feature_maps", "predict")],
-    "cnnlab.download": [("fetch", "data")],
-    "cnnlab.prepare": [("read_raw", "data"), ("save_split", "data"), ("load_split", "load")],
-    "cnnlab.config": [("load_params", "params")],
-    "cnnlab.stage": [("run", "entry")],  # not a phase: where import time ends and the stage's own code starts
+    "cnnlab.explain.filter_patterns": [("filter_patterns", "ascent")],
+    "cnnlab.explain.grad_cam": [("grad_cam", "ascent")],
+    "cnnlab.explain.layer_views": [("feature_maps", "predict")],
+    "cnnlab.data.download": [("fetch", "data")],
+    "cnnlab.data.prepare": [("read_raw", "data"), ("save_split", "data"), ("load_split", "load")],
+    "cnnlab.params": [("load_params", "params")],
+    "cnnlab.pipeline.stage": [("run", "entry")],  # not a phase: where import time ends and the stage's own code starts
     "matplotlib.figure": [("Figure.savefig", "save")],
     "mlflow": [
         (name, "mlflow")
@@ -175,7 +175,7 @@ def _write() -> None:
 
 
 def _stage_process() -> bool:
-    """The stage command's own process, or the warm worker's fork that runs the stage for it (cnnlab.warm
+    """The stage command's own process, or the warm worker's fork that runs the stage for it (cnnlab.pipeline.warm
     loads this file again there); not the processes they start (MLflow inferring a model's requirements, a
     Keras Tuner worker), which inherit DVC_STAGE and whose time is inside the phase that started them."""
     if not (os.environ.get("DVC_STAGE") and os.environ.get("CNNLAB_PROBE_DIR")):

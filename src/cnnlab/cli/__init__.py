@@ -1,0 +1,5 @@
+"""The `cnnlab` command."""
+
+from cnnlab.cli.commands import main
+
+__all__ = ["main"]

@@ -1,0 +1,150 @@
+"""What every pipeline stage shares: project paths, params, logging, and errors shown as one clear line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from cnnlab.params import Params, ParamsError, load_params
+from cnnlab.tracking.runs import stage_run
+from cnnlab.util.errors import UserError
+from cnnlab.util.files import combined_hash
+
+log = logging.getLogger("cnnlab")
+
+# Errors a user can fix (a missing file among them): shown without a traceback, exit code 2.
+USER_ERRORS = (UserError, FileNotFoundError)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the stages read and write, relative to the project root."""
+
+    root: Path
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "data" / "raw"
+
+    def source_record(self, dataset: str) -> Path:
+        """Which source the download stage used for `dataset`, and the digests of its files."""
+        return self.raw / f"{dataset}.source.json"
+
+    def prepared(self, dataset: str) -> Path:
+        return self.root / "data" / "prepared" / dataset
+
+    def model(self, experiment: str) -> Path:
+        return self.root / "models" / f"{experiment}.keras"
+
+    def metrics(self, experiment: str) -> Path:
+        return self.root / "metrics" / experiment
+
+    def plots(self, experiment: str) -> Path:
+        return self.root / "plots" / experiment
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    def features(self, transfer: str) -> Path:
+        """A transfer recipe's stored backbone features (fast feature extraction computes them once)."""
+        return self.root / "features" / transfer / "features.npz"
+
+    def tuning(self, search: str) -> Path:
+        """The Keras Tuner directory of a search: its trials, so an interrupted search resumes."""
+        return self.root / "tuning" / search
+
+    def best_hparams(self, search: str) -> Path:
+        """The best trial as a recipe (small JSON kept in git, beside the search's metrics)."""
+        return self.metrics(search) / "best_hparams.json"
+
+    def folds(self, study: str) -> Path:
+        """The finished trainings of a study, one record per arm and fold (what an interrupted study resumes from)."""
+        return self.root / "folds" / study
+
+    def detections(self, job: str) -> Path:
+        """A detect job's drawn images and detections.json."""
+        return self.root / "detections" / job
+
+    def data_hash(self, dataset: str) -> str:
+        """A digest of the prepared arrays (their sha256s are recorded in meta.json)."""
+        meta = self.prepared(dataset) / "meta.json"
+        if not meta.is_file():
+            return "none"
+        return combined_hash(json.loads(meta.read_text()).get("sha256", {}).values())
+
+
+def mlflow_run(
+    stage: str,
+    target: str,
+    params: Params,
+    paths: Paths,
+    data_hash: str | None,
+    logged: Mapping[str, Any],
+    run_id: str | None = None,
+    computes: bool = True,
+) -> AbstractContextManager[mlflow.ActiveRun]:
+    """The MLflow run of one execution of `stage` on `target`: an experiment or study id, a data set, or ""
+    for a stage that covers everything (named `stage@target` as DVC names foreach stages; FAILED on failure).
+    `run_id` resumes an earlier run instead of starting one; `computes`: False for the data stages, which do not
+    use Keras (their runs get no backend and device tags)."""
+    is_experiment = target in params.experiments
+    is_study = target in params.crossval or target in params.ablation
+    is_search = target in params.tune
+    is_transfer = target in params.finetune.recipes
+    is_detect = target in params.detect.jobs
+    budget = params.budget
+    if is_experiment or is_study:
+        budget = params.budget_of(target) if is_experiment else params.study_budget(target)
+    if is_search:
+        budget = params.search_budget(target)
+    if is_transfer:
+        budget = params.transfer_budget(target)
+    kind = "experiment_id" if is_experiment else "study" if is_study else "search" if is_search else "dataset"
+    kind = "transfer" if is_transfer else "detect_job" if is_detect else kind
+    return stage_run(
+        stage,
+        target,
+        target_tag=kind,
+        root=paths.root,
+        tracking_experiment=params.mlflow.experiment_name,
+        budget=budget,
+        data_hash=data_hash,
+        params=logged,
+        run_id=run_id,
+        computes=computes,
+    )
+
+
+def producer(params: Params, model_id: str) -> str:
+    """The DVC stage that writes models/<model_id>.keras."""
+    if model_id in params.tune:
+        return f"retrain@{model_id}"
+    return f"finetune@{model_id}" if model_id in params.finetune.recipes else f"train@{model_id}"
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def run(main: Callable[..., None], params_path: str = "params.yaml", target: str = "experiment id or data set") -> None:
+    """Validate params before any work, run the stage (on the target named on the command line, as
+    dvc.yaml's foreach passes it, unless `target` is empty), and turn user errors into one clear message."""
+    setup_logging()
+    try:
+        args = sys.argv[1:]
+        if len(args) != (1 if target else 0):
+            raise ParamsError(f"usage: python {sys.argv[0]} {f'<{target}>' if target else '(no arguments)'}")
+        params = load_params(params_path)
+        main(params, Paths(Path.cwd().resolve()), *args)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

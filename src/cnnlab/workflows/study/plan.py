@@ -1,0 +1,164 @@
+"""A study ready to run: its arms, the folds they share, the fingerprint of what decides a score, and the
+training of every arm on every fold."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow.entities import RunInfo
+
+from cnnlab.data.prepare import load_prepared
+from cnnlab.data.splits import Fold, kfold_splits, subsample
+from cnnlab.params import Experiment, Params, ParamsError
+from cnnlab.pipeline import stage
+from cnnlab.util.code_digest import code_digest
+from cnnlab.util.files import combined_hash
+from cnnlab.workflows.study.folds import FoldJob, FoldTrainer
+from cnnlab.workflows.study.ledger import FoldScore, Ledger, StudyRun
+from cnnlab.workflows.study.runs import discard_interrupted, flat_recipe, log_fold_means, nested_run
+
+log = logging.getLogger("cnnlab.study")
+
+
+# The code that trains and scores a fold (with all it imports) and cuts its data: editing a plot, the tables,
+# the MLflow logging or the command line keeps the finished trainings.
+FOLD_CODE = ("cnnlab.training.fit", "cnnlab.data.splits")
+
+
+def check_every_fold_sees_every_class(folds: list[Fold], y: np.ndarray, classes: list[str], where: str) -> None:
+    """Refuse folds whose training part lacks a class: unshuffled folds of class-sorted data (image folders are
+    read class by class) would score a model on classes it never saw."""
+    for number, (train_index, _) in enumerate(folds, start=1):
+        missing = sorted(set(range(len(classes))) - set(np.unique(y[train_index]).tolist()))
+        if missing:
+            names = ", ".join(str(classes[i]) for i in missing)
+            raise ParamsError(
+                f"{where}: fold {number} would train on no image of class {names}: the training split is ordered "
+                f"by class, so unshuffled folds cut whole classes out; set `folds: {{shuffle: true, stratify: true}}`"
+            )
+
+
+def study_fingerprint(kind: str, arms: dict[str, Experiment], folds: list[Fold], seed: int, data_hash: str) -> str:
+    recipes = json.dumps({a: r.model_dump(mode="json") for a, r in arms.items()}, sort_keys=True)
+    cuts = hashlib.sha256(b"".join(val.astype(np.int64).tobytes() + b"|" for _, val in folds)).hexdigest()
+    return combined_hash([kind, recipes, cuts, str(seed), data_hash, code_digest(*FOLD_CODE)])
+
+
+@dataclass
+class StudyPlan:
+    """A study ready to run: its arms, the data and folds they share, and the ledger of finished trainings."""
+
+    kind: str  # the stage: crossval or ablation
+    study_id: str
+    arms: dict[str, Experiment]
+    x: np.ndarray
+    y: np.ndarray
+    classes: list[str]
+    dataset: str
+    folds: list[Fold]
+    data_hash: str
+    ledger: Ledger
+
+    @classmethod
+    def make(cls, kind: str, study_id: str, params: Params, paths: stage.Paths) -> StudyPlan:
+        study, budget, arms = params.study(study_id), params.study_budget(study_id), params.study_arms(study_id)
+        dataset = next(iter(arms.values())).dataset
+        prepared = load_prepared(paths.prepared(dataset))
+        x, y = prepared.splits["train"]  # the folds are cut from the training split; the test set is not used
+        x, y = subsample(x, y, params.train_samples(study_id), params.seed)
+        spec = study.folds_for(budget)
+        folds = kfold_splits(y, spec.k, spec.shuffle, spec.stratify, params.seed)
+        check_every_fold_sees_every_class(folds, y, prepared.classes, f"{kind}.{study_id}")
+        data_hash = paths.data_hash(dataset)
+        ledger = Ledger(paths.folds(study_id), study_fingerprint(kind, arms, folds, params.seed, data_hash))
+        return cls(kind, study_id, arms, x, y, prepared.classes, dataset, folds, data_hash, ledger)
+
+    @property
+    def total(self) -> int:
+        return len(self.arms) * len(self.folds)
+
+    def parent_run(
+        self, params: Params, paths: stage.Paths, logged: dict[str, Any]
+    ) -> AbstractContextManager[mlflow.ActiveRun]:
+        """The stage's MLflow run: the interrupted one reopened if there is one, else a new one."""
+        return stage.mlflow_run(
+            self.kind, self.study_id, params, paths, self.data_hash, logged, run_id=self.ledger.run_id("parent")
+        )
+
+    def train_all(self, seed: int, parallel: int = 1) -> StudyRun:
+        """Train every arm on every fold, skipping what an interrupted run finished (inside `parent_run`), with up
+        to `parallel` folds of an arm training at once."""
+        parent = mlflow.active_run()
+        assert parent is not None, "train_all runs inside parent_run()"
+        self.ledger.remember("parent", parent.info.run_id)
+        parallel = max(1, min(parallel, len(self.folds)))
+        log.info(
+            "%s: %d arms x %d folds = %d trainings on %d %s images, %d epochs each, %d at once",
+            *(self.study_id, len(self.arms), len(self.folds), self.total, len(self.y), self.dataset),
+            next(iter(self.arms.values())).epochs,
+            parallel,
+        )
+        scores: list[FoldScore] = []
+        trained, train_seconds, started = 0, 0.0, time.perf_counter()
+        with FoldTrainer(self.x, self.y, parallel) as trainer:
+            for arm, recipe in self.arms.items():
+                arm_id = self.ledger.run_id(arm)
+                with nested_run(f"{self.study_id}/{arm}", {"arm": arm}, run_id=arm_id) as run:
+                    if arm_id is None:
+                        mlflow.log_params({"arm": arm, **flat_recipe(recipe)})
+                    self.ledger.remember(arm, run.info.run_id)
+                    done = {fold: self.ledger.finished(arm, fold) for fold in range(1, len(self.folds) + 1)}
+                    discard_interrupted(run.info.run_id, {s.run_id for s in done.values() if s})
+                    for fold, score in done.items():
+                        if score is not None:
+                            log.info("%s %s fold %d: finished earlier (%.4f), not retrained",
+                                     self.study_id, arm, fold, score.val_accuracy)  # fmt: skip
+                    jobs = [self._job(arm, fold, recipe, run.info, seed, parallel) for fold, s in done.items() if not s]
+                    for score in trainer.scores(jobs):
+                        self.ledger.record(score)  # the fold's run has ended FINISHED: a record means a finished run
+                        done[score.fold] = score
+                        trained, train_seconds = trained + 1, train_seconds + score.seconds
+                        finished_now = len(scores) + sum(1 for s in done.values() if s)
+                        self._progress(finished_now, trained, time.perf_counter() - started, score)
+                    arm_scores = [s for s in done.values() if s]
+                    scores.extend(arm_scores)
+                    log_fold_means(run.info.run_id, [s.run_id for s in arm_scores])
+        result = StudyRun(scores, trained, train_seconds, time.perf_counter() - started)
+        mlflow.log_metrics(
+            {"trainings_now": trained, "trainings_per_minute": result.trainings_per_minute,
+             "wall_seconds": result.wall_seconds, "trainings_at_once": parallel}
+        )  # fmt: skip
+        return result
+
+    def _job(self, arm: str, fold: int, recipe: Experiment, arm_run: RunInfo, seed: int, parallel: int) -> FoldJob:
+        train_index, val_index = self.folds[fold - 1]
+        return FoldJob(
+            study_id=self.study_id,
+            arm=arm,
+            fold=fold,
+            recipe=recipe,
+            train_index=train_index,
+            val_index=val_index,
+            classes=len(self.classes),
+            seed=seed + fold,
+            experiment_id=arm_run.experiment_id,
+            arm_run_id=arm_run.run_id,
+            fingerprint=self.ledger.fingerprint,
+            verbose=2 if parallel == 1 else 0,  # one training's epochs are readable; several interleaved are not
+        )
+
+    def _progress(self, position: int, trained: int, elapsed: float, score: FoldScore) -> None:
+        left = (self.total - position) * elapsed / trained
+        log.info(
+            "%s %s fold %d: val accuracy %.4f (%.1f s); %d of %d done, about %.1f min left",
+            *(self.study_id, score.arm, score.fold, score.val_accuracy, score.seconds, position, self.total),
+            left / 60,
+        )
