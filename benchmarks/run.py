@@ -48,6 +48,7 @@ def machine() -> dict[str, object]:
     import keras
 
     from cnnlab.training import backend
+
     versions = {"python": platform.python_version(), "keras": keras.__version__}
     for name in ("jax", "jaxlib", "tensorflow-cpu", "tensorflow", "torch", "mlflow", "dvc"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):

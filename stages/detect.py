@@ -1,4 +1,4 @@
-# ruff: noqa: E402  (the stage hands itself to a warm worker before its heavy imports)
+# ruff: noqa: E402  (cnnlab first: it quiets TensorFlow; then the stage hands itself to a warm worker)
 """detect stage: a Darknet YOLO model run through OpenCV on a job's images (seed 004, program 6-12); the drawn
 images and detections.json go to detections/<id>/ and to the job's MLflow run."""
 
@@ -9,36 +9,8 @@ from cnnlab.pipeline.warm import run_in_warm_worker
 
 run_in_warm_worker(__file__)  # from here on, in a worker that has imported Keras and MLflow already
 
-import mlflow
-
-from cnnlab.detect.yolo import Detector, detect_images, image_files, summary_metrics
-from cnnlab.params import Params, ParamsError
 from cnnlab.pipeline import stage
-from cnnlab.util.files import combined_hash, sha256_file, staged_outputs
-
-
-def main(params: Params, paths: stage.Paths, job_id: str) -> None:
-    if job_id not in params.detect.jobs:
-        raise ParamsError(
-            f"unknown detect job {job_id!r}; params.yaml `detect.jobs` has: {', '.join(params.detect.jobs)}"
-        )
-    job = params.detect.jobs[job_id]
-    where = paths.root
-    # Every file is checked (the pair, the names, every image readable) before the run starts.
-    detector = Detector.load(where / job.cfg, where / job.weights, where / job.names, job.settings())
-    images = image_files([where / p for p in job.images])
-    inputs = combined_hash(sha256_file(p) for p in images)
-    logged = {"job": job_id, **job.model_dump(mode="json", exclude={"description"})}
-    with (
-        stage.mlflow_run("detect", job_id, params, paths, inputs, logged, computes=False),
-        staged_outputs(where) as out,
-    ):
-        mlflow.set_tag("weights_sha256", sha256_file(where / job.weights))
-        folder = out.path(paths.detections(job_id))
-        report = detect_images(detector, images, folder)
-        mlflow.log_metrics(summary_metrics(report))
-        mlflow.log_artifacts(str(folder), artifact_path="detections")
-
+from cnnlab.workflows.detect import run as main
 
 if __name__ == "__main__":
     stage.run(main)

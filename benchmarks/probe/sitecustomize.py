@@ -175,9 +175,10 @@ def _write() -> None:
 
 
 def _stage_process() -> bool:
-    """The stage command's own process, or the warm worker's fork that runs the stage for it (cnnlab.pipeline.warm
-    loads this file again there); not the processes they start (MLflow inferring a model's requirements, a
-    Keras Tuner worker), which inherit DVC_STAGE and whose time is inside the phase that started them."""
+    """The stage command's own process, or the warm worker's fork that runs the stage for it
+    (cnnlab.pipeline.warm_worker loads this file again there); not the processes they start (MLflow inferring a
+    model's requirements, a Keras Tuner worker), which inherit DVC_STAGE and whose time is inside the phase that
+    started them."""
     if not (os.environ.get("DVC_STAGE") and os.environ.get("CNNLAB_PROBE_DIR")):
         return False
     probed = os.environ.get("CNNLAB_PROBED")

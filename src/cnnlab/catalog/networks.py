@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING
 from cnnlab.util.lazy import lazy_module
 
 if TYPE_CHECKING:
+    import keras
     import numpy as np
-
-# The builders need Keras only when they are called. Importing this module must stay cheap: params validation
-# reads the builders' names and options, and the data stages (no Keras) should not pay seconds of Keras import.
-keras = lazy_module("keras")
+else:
+    # The builders need Keras only when they are called. Importing this module must stay cheap: params validation
+    # reads the builders' names and options, and the data stages (no Keras) should not pay seconds of Keras import.
+    keras = lazy_module("keras")
 
 Builder = Callable[..., "keras.Model"]
 MODELS: dict[str, Builder] = {}

@@ -37,16 +37,18 @@ def check(args: argparse.Namespace) -> int:
     load_claims(Path(args.params).parent / "claims.yaml")
     print(f"params OK: data sets {', '.join(params.datasets)}; {len(params.experiments)} experiments:")
     for exp_id in params.experiments:
-        recipe, samples = params.recipe(exp_id), params.train_samples(exp_id)
+        target = params.target(exp_id)
+        recipe, samples = params.recipe(exp_id), target.train_samples
         print(
-            f"  {exp_id:10} {recipe.model:3} on {recipe.dataset:13} budget {params.budget_of(exp_id):5} "
+            f"  {exp_id:10} {recipe.model:3} on {recipe.dataset:13} budget {target.budget:5} "
             f"{recipe.epochs:3} epochs, batch {recipe.batch_size:3}, {recipe.optimizer.name}"
             + (f", {samples:,} training images" if samples else "")
         )
     for kind, studies in (("crossval", params.crossval), ("ablation", params.ablation)):
         for study_id, study in studies.items():
-            budget = params.study_budget(study_id)
-            arms, folds, samples = params.study_arms(study_id), study.folds_for(budget), study.train_samples(budget)
+            target = params.target(study_id)
+            budget, samples = target.budget, target.train_samples
+            arms, folds = params.study_arms(study_id), study.folds_for(budget)
             first = next(iter(arms.values()))
             print(
                 f"  {study_id:10} {kind} of {study.experiment} on {first.dataset:13} budget {budget:5} "
@@ -54,8 +56,8 @@ def check(args: argparse.Namespace) -> int:
                 + (f", {samples:,} images" if samples else "")
             )
     for search_id in params.tune:
-        search, budget = params.search(search_id), params.search_budget(search_id)
-        samples = params.tune[search_id].train_samples(budget)
+        target = params.target(search_id)
+        search, budget, samples = params.search(search_id), target.budget, target.train_samples
         size = (f"up to {search.max_epochs} epochs (factor {search.factor})" if search.tuner == "hyperband"
                 else f"{search.max_trials} trials of {search.max_epochs} epochs")  # fmt: skip
         print(
@@ -63,9 +65,9 @@ def check(args: argparse.Namespace) -> int:
             + (f", {samples:,} images" if samples else "")
             + (f", stops after {search.max_minutes:g} min" if search.max_minutes else "")
         )
-    for transfer_id, stored in params.finetune.recipes.items():
-        recipe, budget = params.transfer(transfer_id), params.transfer_budget(transfer_id)
-        samples = stored.train_samples(budget)
+    for transfer_id in params.finetune.recipes:
+        target = params.target(transfer_id)
+        recipe, budget, samples = params.transfer(transfer_id), target.budget, target.train_samples
         phases = f"{recipe.epochs} + {recipe.fine_tune_epochs}" if recipe.mode == "finetune" else f"{recipe.epochs}"
         where = "" if transfer_id in params.finetune.run else " (not in finetune.run: `dvc repro` skips it)"
         print(
@@ -201,6 +203,7 @@ def tune(args: argparse.Namespace) -> int:
     """The tune stage outside DVC: what a distributed search's workers run (and its chief, if you like)."""
     from cnnlab.pipeline import stage
     from cnnlab.workflows import search as tune_run
+
     stage.setup_logging()
     try:
         tune_run.main(load_params(args.params), stage.Paths(Path.cwd().resolve()), args.search)
@@ -301,4 +304,3 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-

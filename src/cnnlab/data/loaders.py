@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import DTypeLike
 from PIL import Image, UnidentifiedImageError
 
 from cnnlab.data import Arrays
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 SPLIT_NAMES = {"train": "train", "validation": "val", "val": "val", "test": "test"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 DECODE_CHUNK = 2_000  # images per task of the decoding processes
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: dict[int, DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 class DataFormatError(UserError, ValueError):
@@ -141,12 +142,12 @@ def _decode(data: bytes, size: tuple[int, int], channels: int, resize: bool) -> 
             colour = ("RGB", "RGBA", "P", "CMYK", "YCbCr")  # all convert losslessly enough to RGB
             if (channels == 3 and mode not in colour) or (channels == 1 and mode not in ("L", "1")):
                 return f"has mode {mode}, expected {'RGB' if channels == 3 else 'greyscale'}"
-            img = img.convert("RGB" if channels == 3 else "L")
-            if img.size != (size[1], size[0]):
+            picture = img.convert("RGB" if channels == 3 else "L")
+            if picture.size != (size[1], size[0]):
                 if not resize:
-                    return f"is {img.size[0]}x{img.size[1]}, expected {size[1]}x{size[0]}"
-                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)
+                    return f"is {picture.size[0]}x{picture.size[1]}, expected {size[1]}x{size[0]}"
+                picture = picture.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            array = np.asarray(picture, dtype=np.uint8)
     except UnidentifiedImageError:  # its message names a memory address: meta.json must not change run to run
         return "unreadable (not an image format Pillow knows)"
     except (OSError, SyntaxError, ValueError) as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -160,7 +161,7 @@ def detect_images(detector: Detector, images: list[Path], out: Path) -> dict:
     for path, picture, name in zip(images, pictures, output_names(images), strict=True):
         found = detector.detect(picture)
         encoded = cv2.imencode(".jpg", draw(picture, found, colours))[1]
-        write_with(out / name, lambda p, data=encoded: p.write_bytes(data.tobytes()))
+        write_with(out / name, partial(Path.write_bytes, data=encoded.tobytes()))
         results.append({"image": str(path), "drawn": name, "width": picture.shape[1], "height": picture.shape[0],
                         "detections": [d.as_json() for d in found]})  # fmt: skip
         summary = ", ".join(f"{d.label} {d.score:.1%}" for d in found) or "nothing"

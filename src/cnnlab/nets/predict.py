@@ -53,15 +53,15 @@ def load_image(path: Path, input_shape: tuple[int, int, int], resize: bool = Fal
         raise PredictInputError(f"{path}: no such file")
     try:
         with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
-            if img.size != (width, height):
+            picture = img.convert("L" if channels == 1 else "RGB")
+            if picture.size != (width, height):
                 if not resize:
                     raise PredictInputError(
-                        f"{path}: image is {img.size[0]}x{img.size[1]} but the model takes {width}x{height}; "
+                        f"{path}: image is {picture.size[0]}x{picture.size[1]} but the model takes {width}x{height}; "
                         "resize it first, or pass --resize"
                     )
-                img = img.resize((width, height), Image.Resampling.BILINEAR)
-            array = np.asarray(img, dtype=np.float32)
+                picture = picture.resize((width, height), Image.Resampling.BILINEAR)
+            array = np.asarray(picture, dtype=np.float32)
     except (UnidentifiedImageError, OSError) as exc:
         raise PredictInputError(f"{path}: not an image file that can be read ({exc})") from None
     return array[..., None] if channels == 1 else array

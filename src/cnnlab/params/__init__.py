@@ -3,7 +3,8 @@
 Validation fails fast with a message that names the key, what was found and the allowed values, so a typo
 costs a second, not an hour of training. One module per part of params.yaml: `base` (shared types),
 `recipe` (experiments), `studies` (crossval, ablation), `search` (tune), `transfer` (finetune), `sections`
-(data, mlflow, explain, detect, quick_floors), `root` (the whole file) and `loading` (reading it).
+(data, mlflow, explain, detect, quick_floors), `root` (the whole file), `targets` (what an id names) and
+`loading` (reading it).
 """
 
 from cnnlab.params.base import (
@@ -67,6 +68,7 @@ from cnnlab.params.studies import (
     Study,
     StudyBudget,
 )
+from cnnlab.params.targets import KINDS, Kind, Target
 from cnnlab.params.transfer import (
     Backbone,
     Finetune,
@@ -84,6 +86,7 @@ __all__ = [
     "BUDGETS",
     "DIMENSIONS",
     "FILL_MODES",
+    "KINDS",
     "OPTIMIZERS",
     "AblationStudy",
     "Augmentation",
@@ -107,6 +110,7 @@ __all__ = [
     "Folds",
     "FromLayer",
     "Head",
+    "Kind",
     "LastLayers",
     "Loss",
     "Optimizer",
@@ -119,6 +123,7 @@ __all__ = [
     "Strict",
     "Study",
     "StudyBudget",
+    "Target",
     "Tracking",
     "Trainable",
     "Transfer",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +19,7 @@ FILL_MODES = Literal["nearest", "constant", "reflect", "wrap"]
 class ParamsError(UserError, ValueError):
     """params.yaml is missing, unreadable or holds a value the pipeline cannot run."""
 
+
 class Strict(BaseModel):
     # A mistyped key is an error, never silently ignored.
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -29,9 +30,9 @@ class WithBudgets(Strict):
 
     budgets: dict[Budget, Any] = {}
 
-    def apply_budget(self, budget: str) -> Any:
+    def apply_budget(self, budget: Budget) -> Self:
         """A copy with `budget`'s changes applied (train_samples is not a key of the section: see below)."""
-        override = self.budgets.get(budget)  # type: ignore[call-overload]
+        override = self.budgets.get(budget)
         if override is None:
             return self
         # Attributes, not model_dump(): a nested section (an optimizer) stays a model.

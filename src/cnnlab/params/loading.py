@@ -3,6 +3,7 @@ what is allowed, so a typo costs a second, not an hour of training."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -29,7 +30,7 @@ def _model_at(location: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: Mapping[str, Any]) -> str:
     where = ".".join(str(p) for p in error["loc"])
     if not where:  # cross-key checks name their keys themselves
         return error["msg"].removeprefix("Value error, ")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
@@ -135,7 +135,7 @@ class Experiment(WithBudgets):
         """The loss to train with: the recipe's, else the one the number of classes calls for."""
         return self.loss if self.loss is not None else default_loss(num_classes)
 
-    def recipe(self, budget: str) -> Experiment:
+    def recipe(self, budget: Budget) -> Self:
         """The experiment with its budget's overrides applied (its model options merged over the recipe's)."""
         recipe = self.apply_budget(budget)
         override = self.budgets.get(budget)

@@ -9,10 +9,11 @@ from pydantic import model_validator
 
 from cnnlab.catalog.datasets import DATASETS
 from cnnlab.params.base import BUDGETS, Budget, ParamsError, Strict
-from cnnlab.params.recipe import Augmentation, Experiment, default_loss
+from cnnlab.params.recipe import Experiment
 from cnnlab.params.search import Tune
 from cnnlab.params.sections import Data, Detect, Explain, FloorSection, QuickFloors, Tracking
 from cnnlab.params.studies import AblationStudy, CrossvalStudy
+from cnnlab.params.targets import Target, resolve
 from cnnlab.params.transfer import Finetune, Transfer
 
 
@@ -149,7 +150,7 @@ class Params(Strict):
                         raise ValueError(f"{where} ({budget} budget): {exc}") from None
 
     def study(self, study_id: str) -> CrossvalStudy | AblationStudy:
-        found = {**self.crossval, **self.ablation}
+        found: dict[str, CrossvalStudy | AblationStudy] = {**self.crossval, **self.ablation}
         if study_id not in found:
             raise ParamsError(f"unknown study {study_id!r}; allowed: {', '.join(found) or '(none)'}")
         return found[study_id]
@@ -181,29 +182,6 @@ class Params(Strict):
     def transfer_budget(self, transfer_id: str) -> Budget:
         return self.finetune.recipes[transfer_id].budget or self.budget
 
-    def dataset_of(self, target: str) -> str:
-        """The data set an experiment, a search's model or a transfer recipe is trained and tested on."""
-        if target in self.tune:
-            return self.tune[target].dataset
-        if target in self.finetune.recipes:
-            return self.finetune.recipes[target].dataset
-        return self.recipe(target).dataset
-
-    def augmentation_of(self, target: str) -> Augmentation | None:
-        """The augmentation a model trained with; a search's is one of its hyperparameters (None here)."""
-        if target in self.tune:
-            return None
-        return (
-            self.transfer(target).augmentation if target in self.finetune.recipes else self.recipe(target).augmentation
-        )
-
-    def loss_of(self, target: str, num_classes: int) -> str:
-        if target in self.tune:  # the searched CNN's head follows the number of classes
-            return default_loss(num_classes)
-        if target in self.finetune.recipes:
-            return self.finetune.recipes[target].loss_for(num_classes)
-        return self.recipe(target).loss_for(num_classes)
-
     def experiment(self, exp_id: str) -> Experiment:
         if exp_id not in self.experiments:
             raise ParamsError(f"unknown experiment {exp_id!r}; allowed: {', '.join(self.experiments)}")
@@ -217,16 +195,9 @@ class Params(Strict):
         """Experiment `exp_id` on its budget."""
         return self.experiment(exp_id).recipe(self.budget_of(exp_id))
 
-    def train_samples(self, target: str) -> int | None:
-        """How many training images `target` trains on, on its budget (None: all of them), for an experiment,
-        a study, a search or a transfer recipe."""
-        if target in self.crossval or target in self.ablation:
-            return self.study(target).train_samples(self.study_budget(target))
-        if target in self.tune:
-            return self.tune[target].train_samples(self.search_budget(target))
-        if target in self.finetune.recipes:
-            return self.finetune.recipes[target].train_samples(self.transfer_budget(target))
-        return self.experiment(target).train_samples(self.budget_of(target))
+    def target(self, target_id: str) -> Target:
+        """What `target_id` names: an experiment, study, search, transfer recipe, detect job or data set."""
+        return resolve(self, target_id)
 
     def check_dataset(self, name: str) -> str:
         if name not in self.datasets:

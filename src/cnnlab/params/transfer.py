@@ -93,7 +93,7 @@ class Transfer(Experiment):
     unfreeze: Trainable = LastLayers(last=3)
     fine_tune_epochs: PositiveInt = 10
     fine_tune_learning_rate: float = Field(1e-5, gt=0)
-    budgets: dict[Budget, TransferBudget] = {}
+    budgets: dict[Budget, TransferBudget] = {}  # type: ignore[assignment]  # narrows Experiment's
 
     @property
     def model_label(self) -> str:

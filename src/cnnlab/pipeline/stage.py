@@ -96,39 +96,19 @@ def mlflow_run(
     for a stage that covers everything (named `stage@target` as DVC names foreach stages; FAILED on failure).
     `run_id` resumes an earlier run instead of starting one; `computes`: False for the data stages, which do not
     use Keras (their runs get no backend and device tags)."""
-    is_experiment = target in params.experiments
-    is_study = target in params.crossval or target in params.ablation
-    is_search = target in params.tune
-    is_transfer = target in params.finetune.recipes
-    is_detect = target in params.detect.jobs
-    budget = params.budget
-    if is_experiment or is_study:
-        budget = params.budget_of(target) if is_experiment else params.study_budget(target)
-    if is_search:
-        budget = params.search_budget(target)
-    if is_transfer:
-        budget = params.transfer_budget(target)
-    kind = "experiment_id" if is_experiment else "study" if is_study else "search" if is_search else "dataset"
-    kind = "transfer" if is_transfer else "detect_job" if is_detect else kind
+    resolved = params.target(target) if target else None  # "": the report, which covers every id
     return stage_run(
         stage,
         target,
-        target_tag=kind,
+        target_tag=resolved.tag[0] if resolved else "",
         root=paths.root,
         tracking_experiment=params.mlflow.experiment_name,
-        budget=budget,
+        budget=resolved.budget if resolved else params.budget,
         data_hash=data_hash,
         params=logged,
         run_id=run_id,
         computes=computes,
     )
-
-
-def producer(params: Params, model_id: str) -> str:
-    """The DVC stage that writes models/<model_id>.keras."""
-    if model_id in params.tune:
-        return f"retrain@{model_id}"
-    return f"finetune@{model_id}" if model_id in params.finetune.recipes else f"train@{model_id}"
 
 
 def setup_logging() -> None:

@@ -20,7 +20,8 @@ def claims_chart(rows: list[Row], title: str, path: Path) -> Path:
     ax.bar(positions, heights, color=colours, width=0.7)
     ticks = [(x, 100 * r.claimed) for x, r in zip(positions, rows, strict=True) if r.claimed is not None]
     if ticks:
-        ax.scatter(*zip(*ticks, strict=True), marker="_", s=400, color="black", label="seed's claim", zorder=3)
+        xs, ys = zip(*ticks, strict=True)
+        ax.scatter(xs, ys, marker="_", s=400, color="black", label="seed's claim", zorder=3)
         ax.legend(loc="lower right")
     ax.set_xticks(positions, [r.id for r in rows], rotation=45, ha="right")
     ax.set(ylim=(0, 100), ylabel="accuracy (%)", title=f"{title} (blue: full budget, grey: quick, red: below floor)")

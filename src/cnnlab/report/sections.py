@@ -208,9 +208,9 @@ def transfer_section(params: Params, claims: Claims, rows: list[Row], metrics_ro
         ])  # fmt: skip
     for r in rows:
         if params.recipe(r.id).dataset in datasets:
-            recipe = params.recipe(r.id)
+            scratch = params.recipe(r.id)
             lines.append([
-                r.id, recipe.model, "from scratch", recipe.dataset, _count(r.train_samples), r.epochs.split("/")[-1],
+                r.id, scratch.model, "from scratch", scratch.dataset, _count(r.train_samples), r.epochs.split("/")[-1],
                 _percent(r.measured if r.metric == "val_accuracy" else None), _percent(r.test_accuracy),
                 floor_cell(_row_checks(r)), f"{r.claim_text} ({r.seed})",
                 "-" if r.train_seconds is None else f"{r.train_seconds:.0f} s", r.budget, r.device,

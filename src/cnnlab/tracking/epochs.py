@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import mlflow
+from mlflow.keras.callback import MlflowCallback
 
 
-class EpochsToMlflow(mlflow.keras.MlflowCallback):
+class EpochsToMlflow(MlflowCallback):
     """MLflow's Keras callback, logging the optimizer and model summary at the first fit of a run only.
 
     Fine-tuning fits again with a new optimizer, and MLflow refuses to change a logged param.

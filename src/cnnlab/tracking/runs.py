@@ -144,7 +144,6 @@ def stage_run(
         mlflow.end_run()
 
 
-
 def _mark_failed(run_id: str) -> None:
     """End the run FAILED, writing the status directly if the fluent API cannot.
 

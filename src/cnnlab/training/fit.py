@@ -23,7 +23,6 @@ from cnnlab.util.signals import raise_if_stop_requested, stops_at_safe_points
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class TrainResult:
     model: keras.Model

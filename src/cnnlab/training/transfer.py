@@ -135,7 +135,7 @@ def cached_features(
     digest.update(keras.__version__.encode())
     for name, images in splits.items():
         digest.update(name.encode())
-        digest.update(np.ascontiguousarray(images))  # hashed in place, not copied
+        digest.update(np.ascontiguousarray(images).data)  # hashed in place, not copied
     fingerprint = digest.hexdigest()[:16]
     if cache is not None and cache.is_file():
         with np.load(cache) as stored:

@@ -52,7 +52,7 @@ def search_data(params: Params, paths: stage.Paths, search_id: str) -> tuple[Arr
     prepared = paths.prepared(search.dataset)
     meta = read_meta(prepared)
     (x_train, y_train), (x_val, y_val) = training_splits(prepared, search.validation, params.seed, stratify=True)
-    x_train, y_train = subsample(x_train, y_train, params.train_samples(search_id), params.seed)
+    x_train, y_train = subsample(x_train, y_train, params.target(search_id).train_samples, params.seed)
     classes = len(meta["classes"])
     loss = default_loss(classes)
     train = (x_train.astype("float32"), encode_labels(y_train, loss, classes))

@@ -97,7 +97,7 @@ def experiment_data(params: Params, paths: stage.Paths, exp_id: str) -> tuple[Ar
     prepared = paths.prepared(recipe.dataset)
     meta = read_meta(prepared)
     (x_train, y_train), validation = training_splits(prepared, recipe.validation, params.seed, recipe.stratify)
-    return subsample(x_train, y_train, params.train_samples(exp_id), params.seed), validation, meta
+    return subsample(x_train, y_train, params.target(exp_id).train_samples, params.seed), validation, meta
 
 
 def train_and_save(
@@ -161,3 +161,9 @@ def train_and_save(
     score = f"val accuracy {metrics['val_accuracy']:.4f}" if "val_accuracy" in metrics else "no validation split"
     log.info("%s: %s (epoch %d of %d, %.1f s)", target, score, metrics["kept_epoch"], result.epochs_run, result.seconds)
     return metrics
+
+
+def run(params: Params, paths: stage.Paths, exp_id: str) -> None:
+    """The train stage: fit experiment `exp_id` and save the model, its history and curves."""
+    train, validation, meta = experiment_data(params, paths, exp_id)
+    train_and_save(params, paths, exp_id, params.recipe(exp_id), train, validation, meta, params.target(exp_id).budget)

@@ -212,7 +212,7 @@ def run_search(
     tuner: kt.Tuner, search: Tune, train: Arrays, validation: Arrays, deadline: float | None
 ) -> tuple[bool, float]:
     """Run (or continue) the search; returns (stopped by the time limit, seconds)."""
-    tuner.deadline = deadline  # type: ignore[attr-defined]
+    tuner.deadline = deadline
     started = time.perf_counter()
     try:
         tuner.search(*train, validation_data=validation, epochs=search.max_epochs, verbose=2)

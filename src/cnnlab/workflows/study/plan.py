@@ -73,7 +73,7 @@ class StudyPlan:
         dataset = next(iter(arms.values())).dataset
         prepared = load_prepared(paths.prepared(dataset))
         x, y = prepared.splits["train"]  # the folds are cut from the training split; the test set is not used
-        x, y = subsample(x, y, params.train_samples(study_id), params.seed)
+        x, y = subsample(x, y, params.target(study_id).train_samples, params.seed)
         spec = study.folds_for(budget)
         folds = kfold_splits(y, spec.k, spec.shuffle, spec.stratify, params.seed)
         check_every_fold_sees_every_class(folds, y, prepared.classes, f"{kind}.{study_id}")
