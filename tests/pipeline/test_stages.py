@@ -112,16 +112,16 @@ def test_every_error_class_of_the_project_is_a_user_error_shown_as_one_line() ->
     control flow."""
     import importlib
     import inspect
-    import pkgutil
 
-    import cnnlab
+    from cnnlab.lineage.code_digest import SOURCE
     from cnnlab.util.errors import UserError
 
     errors = {}
-    for info in pkgutil.walk_packages(cnnlab.__path__, "cnnlab."):
-        if info.name.endswith(".__main__"):  # runs the command
+    for path in SOURCE.rglob("*.py"):
+        parts = path.relative_to(SOURCE.parent).with_suffix("").parts
+        if parts[-1] == "__main__":  # runs the command
             continue
-        module = importlib.import_module(info.name)
+        module = importlib.import_module(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
         for name, value in vars(module).items():
             if inspect.isclass(value) and value.__module__ == module.__name__ and name.endswith("Error"):
                 errors[name] = value

@@ -9,7 +9,7 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
-from cnnlab.util.code_digest import PACKAGE, SOURCE, imported_modules
+from cnnlab.lineage.code_digest import PACKAGE, SOURCE, imported_modules
 from helpers.project import ROOT
 
 TESTS = ROOT / "tests"
@@ -24,10 +24,15 @@ LAYERS = [
     {"training"},
     {"data", "nets"},
     {"params"},
-    {"catalog", "plots"},
+    {"catalog", "plots", "lineage"},
     {"util"},
 ]
 LONGEST_MODULE = 400
+
+
+def subpackages() -> set[str]:
+    """The folders of src/cnnlab that hold modules (namespace packages, most of them)."""
+    return {path.name for path in SOURCE.iterdir() if path.is_dir() and list(path.glob("*.py"))}
 
 
 def project_modules() -> dict[str, Path]:
@@ -40,8 +45,7 @@ def project_modules() -> dict[str, Path]:
 
 
 def test_every_subpackage_has_a_layer_and_no_module_is_long() -> None:
-    packages = {path.name for path in SOURCE.iterdir() if (path / "__init__.py").is_file()}
-    assert packages == set().union(*LAYERS)
+    assert subpackages() == set().union(*LAYERS)
     lengths = {name: len(path.read_text().splitlines()) for name, path in project_modules().items()}
     long = {name: length for name, length in lengths.items() if length > LONGEST_MODULE}
     assert not long, f"modules over {LONGEST_MODULE} lines: {long}"
@@ -91,7 +95,7 @@ def test_no_test_file_imports_another_or_conftest() -> None:
 def test_the_tests_mirror_the_packages() -> None:
     """tests/<package>/test_*.py for the package it tests (tests/project for the project as a whole), no
     __init__.py in those folders, and each test file's name unique: pytest imports them by their base name."""
-    packages = {path.name for path in SOURCE.iterdir() if (path / "__init__.py").is_file()}
+    packages = subpackages()
     folders = {path.name for path in TESTS.iterdir() if path.is_dir() and not path.name.startswith((".", "__"))}
     assert folders - {"helpers", "project"} <= packages, folders - packages
     assert not list(TESTS.glob("test_*.py")), "a test file directly under tests/"

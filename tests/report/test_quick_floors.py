@@ -10,18 +10,10 @@ import pytest
 import yaml
 
 from cnnlab.params import Params, ParamsError, load_params, parse_params
-from cnnlab.report import (
-    build_rows,
-    floor_checks,
-    floor_metrics,
-    floor_section,
-    load_claims,
-    markdown,
-    search_section,
-    study_section,
-    to_csv,
-    transfer_section,
-)
+from cnnlab.report.claims import load_claims
+from cnnlab.report.floors import floor_metrics, floor_section
+from cnnlab.report.rows import build_rows, markdown, to_csv
+from cnnlab.report.sections import floor_checks, search_section, study_section, transfer_section
 from helpers.metrics import write_metrics
 from helpers.project import ROOT, fit_quick_floors
 

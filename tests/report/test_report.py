@@ -11,7 +11,8 @@ import yaml
 from cnnlab.catalog.datasets import DATASETS
 from cnnlab.catalog.networks import build_model
 from cnnlab.params import ParamsError, load_params, parse_params
-from cnnlab.report import Claims, build_rows, load_claims, markdown, to_csv
+from cnnlab.report.claims import Claims, load_claims
+from cnnlab.report.rows import build_rows, markdown, to_csv
 from helpers.metrics import write_metrics
 from helpers.project import ROOT, fit_quick_floors
 

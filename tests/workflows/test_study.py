@@ -230,7 +230,8 @@ def test_check_lists_each_study_with_its_trainings(capsys: pytest.CaptureFixture
 
 
 def test_report_sets_the_seed_effects_beside_ours(tmp_path: Path) -> None:
-    from cnnlab.report import load_claims, seed_main_effects, study_section
+    from cnnlab.report.claims import load_claims
+    from cnnlab.report.sections import seed_main_effects, study_section
 
     claims = load_claims(ROOT / "claims.yaml")
     params = parse_params(project_params())
@@ -291,6 +292,7 @@ def test_unshuffled_folds_of_class_sorted_data_are_refused(tmp_path: Path) -> No
 )
 def test_auto_trains_two_folds_at_once_on_a_cpu_and_all_on_a_gpu(monkeypatch, device, cores, expected) -> None:
     from cnnlab.training import backend
+
     monkeypatch.setattr(backend, "device", lambda: device)
     monkeypatch.setattr(backend.os, "cpu_count", lambda: cores)
     assert backend.trainings_at_once("auto", 5) == expected

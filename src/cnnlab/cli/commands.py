@@ -15,16 +15,11 @@ from cnnlab.catalog.networks import MODELS
 from cnnlab.detect.darknet import DarknetFileError
 from cnnlab.nets.predict import PredictInputError
 from cnnlab.params import BUDGETS, DetectSettings, load_params
-from cnnlab.report import (
-    build_rows,
-    claims_chart,
-    floor_checks,
-    floor_section,
-    load_claims,
-    markdown,
-    search_section,
-    study_section,
-)
+from cnnlab.report.chart import claims_chart
+from cnnlab.report.claims import load_claims
+from cnnlab.report.floors import floor_section
+from cnnlab.report.rows import build_rows, markdown
+from cnnlab.report.sections import floor_checks, search_section, study_section
 from cnnlab.tracking.runs import ARTIFACTS_DIR, tracking_uri, use_experiment
 from cnnlab.util.errors import UserError
 from cnnlab.util.files import write_text

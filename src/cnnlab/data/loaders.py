@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 from PIL import Image, UnidentifiedImageError
 
-from cnnlab.data import Arrays
+from cnnlab.data.splits import Arrays
 from cnnlab.util.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from cnnlab.catalog.datasets import DATASETS
-from cnnlab.data import Arrays, loaders
-from cnnlab.data.splits import stratified_split
+from cnnlab.data import loaders
+from cnnlab.data.splits import Arrays, stratified_split
 from cnnlab.params import CustomDataset
 from cnnlab.util.files import sha256_file, write_with
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
+Arrays = tuple[np.ndarray, np.ndarray]  # images and their labels
+
 Fold = tuple[np.ndarray, np.ndarray]  # (training rows, held-out rows)
 
 

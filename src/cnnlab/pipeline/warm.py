@@ -36,8 +36,6 @@ from typing import Any, NoReturn
 
 # Set in a stage run by a worker, to the pid of the process it stands in for.
 CLIENT_ENV = "CNNLAB_WARM_CLIENT"
-# The worker's side (preloading, serving, becoming a stage), started by `_start_worker` in a process of its own.
-WORKER_MODULE = "cnnlab.pipeline.warm_worker"
 # Environment read while those modules import (backend choice, TensorFlow and XLA options, thread counts):
 # a worker serves only stages that agree with it on these.
 IMPORT_ENV = ("KERAS_", "TF_", "JAX_", "XLA_", "CUDA_", "MPL", "PYTHON", "OMP_", "MKL_", "OPENBLAS_", "LD_")
@@ -93,8 +91,11 @@ def worker_key() -> str:
 
 def _code_files() -> tuple[Path, Path]:
     """This module and the worker's: a worker started from older code of either is not reused."""
-    here = Path(__file__)
-    return here, here.with_name(WORKER_MODULE.rsplit(".", 1)[1] + ".py")
+    # The worker's side (preloading, serving, becoming a stage) runs in a process of its own (`_start_worker`);
+    # imported here for its file, which also makes it a code dependency of every stage, as it should be.
+    from cnnlab.pipeline import warm_worker
+
+    return Path(__file__), Path(warm_worker.__file__)
 
 
 def _inside(entry: str, folder: Path) -> bool:
@@ -171,7 +172,7 @@ def _start_worker(folder: Path, key: str) -> NoReturn:
         sock_path.unlink(missing_ok=True)  # a worker that died without cleaning up
         env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_") and k != "CNNLAB_PROBED"}
         code = (
-            f"import sys; sys.path[1:] = {sys.path[1:]!r}; from {WORKER_MODULE} import serve; "
+            f"import sys; sys.path[1:] = {sys.path[1:]!r}; from cnnlab.pipeline.warm_worker import serve; "
             f"serve({str(sock_path)!r}, {lock.fileno()})"
         )
         with open(log_path, "w") as log:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from cnnlab.params import FloorSection, Params
 from cnnlab.report.cells import _percent
-from cnnlab.util.text import plural
+from cnnlab.report.text import plural
 
 
 @dataclass(frozen=True)

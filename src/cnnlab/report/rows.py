@@ -13,7 +13,7 @@ from cnnlab.params import Params, ParamsError
 from cnnlab.report.cells import _count, _percent, _signed
 from cnnlab.report.claims import Claim, Claims
 from cnnlab.report.floors import FloorCheck, floor_cell, quick_floor
-from cnnlab.util.text import table_row
+from cnnlab.report.text import table_row
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from cnnlab.report.cells import _count, _percent, _signed
 from cnnlab.report.claims import Claims
 from cnnlab.report.floors import FloorCheck, _checks, floor_cell
 from cnnlab.report.rows import Row, _read, _row_checks
-from cnnlab.util.text import markdown_table, plural, table_row
+from cnnlab.report.text import markdown_table, plural, table_row
 
 
 def _interval_pp(entry: dict) -> str:

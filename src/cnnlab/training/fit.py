@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from cnnlab.catalog.networks import adapt_normalization, build_model
-from cnnlab.data import Arrays
+from cnnlab.data.splits import Arrays
 from cnnlab.params import Experiment
 from cnnlab.training import backend
 from cnnlab.training.augment import AugmentedTraining, build_augmenter

@@ -14,7 +14,7 @@ import numpy as np
 from keras import layers
 
 from cnnlab.catalog.networks import output_layer
-from cnnlab.data import Arrays
+from cnnlab.data.splits import Arrays
 from cnnlab.nets.backbones import BackbonePreprocess, input_shape, set_trainable
 from cnnlab.params import Head, Optimizer, Transfer
 from cnnlab.training import backend

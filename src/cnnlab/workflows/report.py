@@ -8,19 +8,11 @@ import mlflow
 
 from cnnlab.params import Params
 from cnnlab.pipeline import stage
-from cnnlab.report import (
-    build_rows,
-    claims_chart,
-    floor_checks,
-    floor_metrics,
-    floor_section,
-    load_claims,
-    markdown,
-    search_section,
-    study_section,
-    to_csv,
-    transfer_section,
-)
+from cnnlab.report.chart import claims_chart
+from cnnlab.report.claims import load_claims
+from cnnlab.report.floors import floor_metrics, floor_section
+from cnnlab.report.rows import build_rows, markdown, to_csv
+from cnnlab.report.sections import floor_checks, search_section, study_section, transfer_section
 from cnnlab.util.files import combined_hash, sha256_file, staged_outputs, write_text
 
 log = logging.getLogger("cnnlab.report")

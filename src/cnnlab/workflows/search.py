@@ -13,9 +13,8 @@ import time
 
 import mlflow
 
-from cnnlab.data import Arrays
 from cnnlab.data.prepare import read_meta, training_splits
-from cnnlab.data.splits import subsample
+from cnnlab.data.splits import Arrays, subsample
 from cnnlab.params import Params, default_loss
 from cnnlab.pipeline import stage
 from cnnlab.tracking.runs import use_experiment

@@ -18,12 +18,12 @@ import pandas as pd
 from cnnlab.params import Tune
 from cnnlab.pipeline.stage import Paths
 from cnnlab.plots.search import search_progress
+from cnnlab.report.text import markdown_table
 from cnnlab.tracking.runs import child_runs
 from cnnlab.training import backend
 from cnnlab.training.fit import seeded_model
 from cnnlab.training.search_space import trial_recipe, value_type
 from cnnlab.util.files import Staging, write_json, write_text
-from cnnlab.util.text import markdown_table
 from cnnlab.workflows.tuner import direction
 
 log = logging.getLogger("cnnlab.tune")

@@ -12,9 +12,8 @@ from pathlib import Path
 import keras
 import mlflow
 
-from cnnlab.data import Arrays
 from cnnlab.data.prepare import read_meta, training_splits
-from cnnlab.data.splits import subsample
+from cnnlab.data.splits import Arrays, subsample
 from cnnlab.nets.predict import model_card_path
 from cnnlab.params import Experiment, Params
 from cnnlab.pipeline import stage

@@ -28,12 +28,12 @@ import keras
 import keras_tuner as kt
 import mlflow
 
-from cnnlab.data import Arrays
+from cnnlab.data.splits import Arrays
+from cnnlab.lineage.code_digest import code_digest
 from cnnlab.params import Tune
 from cnnlab.tracking.epochs import EpochsToMlflow
 from cnnlab.tracking.runs import child_runs
 from cnnlab.training.hypermodel import SearchHyperModel
-from cnnlab.util.code_digest import code_digest
 from cnnlab.util.files import combined_hash, write_json
 
 log = logging.getLogger("cnnlab.tune")

@@ -23,10 +23,10 @@ import pandas as pd
 from cnnlab.params import AblationStudy, CrossvalStudy, Params, ParamsError
 from cnnlab.pipeline.stage import Paths
 from cnnlab.plots.studies import effects_plot, fold_boxplot
+from cnnlab.report.text import markdown_table, plural
 from cnnlab.tracking.runs import flatten, safe_metric_name
 from cnnlab.training import backend
 from cnnlab.util.files import Staging, staged_outputs, write_json, write_text
-from cnnlab.util.text import markdown_table, plural
 from cnnlab.workflows.study.ledger import StudyRun
 from cnnlab.workflows.study.plan import StudyPlan
 from cnnlab.workflows.study.stats import CONFIDENCE, by_fold, factorial_effects, paired_comparisons, summarize

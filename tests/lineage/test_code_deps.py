@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnnlab.pipeline.code_deps import SOURCE_DIR, code_deps, covering_deps, rewritten, script_closure
-from cnnlab.util.code_digest import code_digest
+from cnnlab.lineage.code_deps import SOURCE_DIR, code_deps, covering_deps, rewritten, script_closure
+from cnnlab.lineage.code_digest import code_digest
 from cnnlab.workflows.study.plan import FOLD_CODE
 from cnnlab.workflows.tuner import TRIAL_CODE
 from helpers.project import GIT, ROOT, run
@@ -34,7 +34,7 @@ def listed_code_deps() -> dict[str, list[str]]:
 def test_every_stage_lists_exactly_the_project_code_its_script_imports() -> None:
     text = (ROOT / "dvc.yaml").read_text()
     _, changed = rewritten(text, ROOT)
-    assert not changed, f"run `python -m cnnlab.pipeline.code_deps`: the lists of {changed} are not exact"
+    assert not changed, f"run `python -m cnnlab.lineage.code_deps`: the lists of {changed} are not exact"
     stages = yaml.safe_load(text)["stages"]
     for name, deps in listed_code_deps().items():
         script = next(dep for dep in stages[name].get("do", stages[name])["deps"] if dep.startswith("stages/"))

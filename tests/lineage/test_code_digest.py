@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab.util import code_digest
-from cnnlab.util.code_digest import code_digest as digest
-from cnnlab.util.code_digest import import_closure
+from cnnlab.lineage import code_digest
+from cnnlab.lineage.code_digest import code_digest as digest
+from cnnlab.lineage.code_digest import import_closure
 from cnnlab.workflows.study.plan import FOLD_CODE
 from cnnlab.workflows.tuner import TRIAL_CODE
 

@@ -3,7 +3,7 @@ and a digest of their files.
 
 A study keys its finished trainings, and a search its trials, by the digest of the code that decides a score:
 editing a plot, a report or the command line restarts neither. The pipeline's code dependencies in `dvc.yaml`
-are each stage script's import closure (`cnnlab.pipeline.code_deps`).
+are each stage script's import closure (`cnnlab.lineage.code_deps`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def is_module(module: str, source: Path = SOURCE) -> bool:
 
 
 def with_packages(module: str) -> set[str]:
-    """`module` and the packages above it, whose `__init__` files run when it is imported."""
+    """`module` and the packages above it, whose `__init__` files (where they have one) run when it is imported."""
     parts = module.split(".")
     return {".".join(parts[:end]) for end in range(1, len(parts) + 1)}
 
@@ -66,7 +66,7 @@ def file_imports(path: Path, source: Path = SOURCE) -> frozenset[str]:
             names = []
         for name in names:
             if name == PACKAGE or name.startswith(f"{PACKAGE}."):
-                found |= with_packages(name)
+                found |= {module for module in with_packages(name) if is_module(module, source)}
     return frozenset(found)
 
 
@@ -79,7 +79,7 @@ def imported_modules(module: str, source: Path = SOURCE) -> frozenset[str]:
 def import_closure(*modules: str, source: Path = SOURCE) -> set[str]:
     """`modules` and every project module they import, directly or through others."""
     seen: set[str] = set()
-    waiting = [package for module in modules for package in with_packages(module)]
+    waiting = [package for module in modules for package in with_packages(module) if is_module(package, source)]
     while waiting:
         module = waiting.pop()
         if module not in seen:

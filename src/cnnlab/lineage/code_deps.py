@@ -1,8 +1,8 @@
 """Each stage's code dependencies in `dvc.yaml`, computed: the project modules its script imports, directly or
-through others (read from the source, see `cnnlab.util.code_digest`).
+through others (read from the source, see `cnnlab.lineage.code_digest`).
 
 A package directory stands for its modules only when every one of them is in the closure; otherwise the files
-are listed. `python -m cnnlab.pipeline.code_deps` rewrites the lists in `dvc.yaml` (comments and all else kept);
+are listed. `python -m cnnlab.lineage.code_deps` rewrites the lists in `dvc.yaml` (comments and all else kept);
 `--check` only reports the stages whose lists differ, and exits 1 if any does.
 """
 
@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from cnnlab.util.code_digest import PACKAGE, file_imports, import_closure, module_file
+from cnnlab.lineage.code_digest import PACKAGE, file_imports, import_closure, module_file
 
 SOURCE_DIR = f"src/{PACKAGE}"
 SCRIPT = re.compile(r"^\s+cmd: python (stages/\w+\.py)\b")
@@ -79,7 +79,7 @@ def rewritten(dvc_yaml: str, root: Path) -> tuple[str, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cnnlab.pipeline.code_deps", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m cnnlab.lineage.code_deps", description=__doc__)
     parser.add_argument("--check", action="store_true", help="report the stages whose lists differ; change nothing")
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="the project root (default: here)")
     args = parser.parse_args(argv)
