@@ -97,7 +97,8 @@ def train_arms(project: Path, exp_id: str, args: argparse.Namespace) -> list:
     from cnnlab.data.prepare import load_split
     from cnnlab.pipeline.stage import Paths
     from cnnlab.workflows.train import experiment_data
-    from cnnlab.training.fit import EpochsToMlflow, fit, seeded_model
+    from cnnlab.tracking.epochs import EpochsToMlflow
+    from cnnlab.training.fit import fit, seeded_model
 
     params = load_params(project / "params.yaml")
     if args.budget:

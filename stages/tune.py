@@ -1,5 +1,5 @@
 # ruff: noqa: E402  (cnnlab first: it quiets TensorFlow; then the stage hands itself to a warm worker)
-"""tune stage: a Keras Tuner search for one `tune` id of params (see cnnlab/tune_run.py; `cnnlab tune <id>`
+"""tune stage: a Keras Tuner search for one `tune` id of params (see cnnlab/workflows/search.py; `cnnlab tune <id>`
 runs the same, and is the command of a distributed search's workers)."""
 
 from __future__ import annotations

@@ -197,11 +197,11 @@ def report(args: argparse.Namespace) -> int:
 def tune(args: argparse.Namespace) -> int:
     """The tune stage outside DVC: what a distributed search's workers run (and its chief, if you like)."""
     from cnnlab.pipeline import stage
-    from cnnlab.workflows import search as tune_run
+    from cnnlab.workflows import search
 
     stage.setup_logging()
     try:
-        tune_run.main(load_params(args.params), stage.Paths(Path.cwd().resolve()), args.search)
+        search.main(load_params(args.params), stage.Paths(Path.cwd().resolve()), args.search)
     except stage.USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

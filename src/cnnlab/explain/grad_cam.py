@@ -1,6 +1,6 @@
 """Grad-CAM (Selvaraju et al.; seeds 001/002): where in the image a convolution layer saw the evidence for a class.
 
-The model is cut at the layer (`model_cut.split`): the part after it is applied to its feature maps, the class
+The model is cut at the layer (`cnnlab.nets.cut.split`): the part after it is applied to its feature maps, the class
 score's gradient with respect to those maps is averaged per channel, and the maps weighted by it (ReLU) are the
 heatmap.
 """

@@ -1,6 +1,6 @@
 """Keras Tuner searches: trials as nested MLflow runs, resumable, restarted when the search changes, distributable.
 
-- Every trial trains a `CNN` recipe (search_space.py) through the same code as the experiments, and is a
+- Every trial trains a `CNN` recipe (`training/search_space.py`) through the same code as the experiments, and is a
   child run of the stage's run (`tune@T1` → `T1/trial_0004`) with its hyperparameters, per-epoch metrics,
   final objective and a `status` tag (completed, invalid or failed). A trial that raises ends its run
   FAILED and the search goes on (until `max_consecutive_failed_trials` fail in a row, Keras Tuner's rule).
