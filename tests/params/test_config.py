@@ -73,6 +73,15 @@ def test_an_experiment_can_run_on_its_own_budget() -> None:
         ),
         (lambda p: p["experiments"]["F1"]["optimizer"].update(lr=3), r"optimizer\.lr: unknown key.*learning_rate"),
         (lambda p: p["data"].update(mirorr="/m"), r"data\.mirorr: unknown key.*allowed keys: paths, mirror"),
+        (  # an arm is validated as a recipe: the allowed keys are a recipe's, not the top level's
+            lambda p: p["crossval"]["C3"]["variants"]["dropout"].update(optimizer={"nme": "adam"}),
+            r"arm 'dropout' is not a valid recipe: optimizer\.nme: unknown key \(a typo\?\); allowed keys: name, "
+            r"learning_rate",
+        ),
+        (
+            lambda p: p["tune"]["T1"]["space"].update(dropout={"mn": 0.0, "max": 0.5}),
+            r"tune\.T1\.space\.dropout: .*mn: unknown key \(a typo\?\); allowed keys: min, max, step, sampling",
+        ),
         (
             lambda p: p["experiments"]["F1"].update(epochs=True),
             r"experiments\.F1\.epochs: .*valid integer \(got True\)",

@@ -3,8 +3,8 @@
 Validation fails fast with a message that names the key, what was found and the allowed values, so a typo
 costs a second, not an hour of training. One module per part of params.yaml: `base` (shared types),
 `recipe` (experiments), `studies` (crossval, ablation), `search` (tune), `transfer` (finetune), `sections`
-(data, mlflow, explain, detect, quick_floors), `root` (the whole file), `targets` (what an id names) and
-`loading` (reading it).
+(data, mlflow, explain, detect, quick_floors), `root` (the whole file), `targets` (what an id names), `messages`
+(validation errors as one line each) and `loading` (reading it).
 """
 
 from cnnlab.params.base import (

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
 from cnnlab.params.base import Budget, PositiveInt, Strict, WithBudgets
+from cnnlab.params.messages import describe
 from cnnlab.params.recipe import Optimizer
 
 
@@ -34,10 +35,7 @@ def _range_if_mapping(value: Any) -> Any:
     try:
         return Range.model_validate(value)
     except ValidationError as exc:
-        # Imported here: the messages name keys from the root of params.yaml, whose Params holds the searches.
-        from cnnlab.params.loading import _describe
-
-        raise ValueError("; ".join(_describe(e) for e in exc.errors())) from None
+        raise ValueError("; ".join(describe(e, Range) for e in exc.errors())) from None
 
 
 # A dimension of the search space: a list of choices, a range, or one fixed value.

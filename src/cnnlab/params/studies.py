@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from cnnlab.params.base import Budget, PositiveInt, Strict, WithBudgets, merged
+from cnnlab.params.messages import describe
 from cnnlab.params.recipe import Callbacks, Experiment
 
 ARM_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # used in file names and MLflow run names
@@ -70,10 +71,7 @@ class Study(WithBudgets):
             try:
                 recipes[name] = Experiment.model_validate(merged(base, changes))
             except ValidationError as exc:
-                # Imported here: the messages name keys from the root of params.yaml, whose Params holds the studies.
-                from cnnlab.params.loading import _describe
-
-                problems = "; ".join(_describe(e) for e in exc.errors())
+                problems = "; ".join(describe(e, Experiment) for e in exc.errors())
                 raise ValueError(f"arm {name!r} is not a valid recipe: {problems}") from None
             if recipes[name].callbacks != Callbacks():
                 raise ValueError(f"arm {name!r} sets callbacks: they would watch, and so choose on, the held-out fold")
