@@ -15,7 +15,8 @@ from cnnlab.workflows.train import train_and_save
 
 
 def run(params: Params, paths: stage.Paths, transfer_id: str) -> None:
-    recipe, budget = params.transfer(transfer_id), params.transfer_budget(transfer_id)
+    target = params.target(transfer_id)
+    recipe, budget = params.transfer(transfer_id), target.budget
     prepared = paths.prepared(recipe.dataset)
     meta = read_meta(prepared)
     # Missing weights fail here, before the data is read or anything trains.
@@ -26,7 +27,7 @@ def run(params: Params, paths: stage.Paths, transfer_id: str) -> None:
         except ValueError as exc:
             raise ParamsError(f"finetune.recipes.{transfer_id}.{name}: {exc}") from None
     (x_train, y_train), validation = training_splits(prepared, recipe.validation, params.seed, recipe.stratify)
-    train = subsample(x_train, y_train, params.target(transfer_id).train_samples, params.seed)
+    train = subsample(x_train, y_train, target.train_samples, params.seed)
     classes = len(meta["classes"])
     trainer = partial(train_transfer, recipe, backbone, train, validation, classes, params.seed,
                       features_cache=paths.features(transfer_id))  # fmt: skip

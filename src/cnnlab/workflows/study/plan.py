@@ -86,12 +86,12 @@ class StudyPlan:
 
     @classmethod
     def make(cls, kind: str, study_id: str, params: Params, paths: stage.Paths) -> StudyPlan:
-        study, budget, arms = params.study(study_id), params.study_budget(study_id), params.study_arms(study_id)
+        target, study, arms = params.target(study_id), params.study(study_id), params.study_arms(study_id)
         dataset = next(iter(arms.values())).dataset
         prepared = load_prepared(paths.prepared(dataset))
         x, y = prepared.splits["train"]  # the folds are cut from the training split; the test set is not used
-        x, y = subsample(x, y, params.target(study_id).train_samples, params.seed)
-        spec = study.folds_for(budget)
+        x, y = subsample(x, y, target.train_samples, params.seed)
+        spec = study.folds_for(target.budget)
         folds = kfold_splits(y, spec.k, spec.shuffle, spec.stratify, params.seed)
         check_every_fold_sees_every_class(folds, y, prepared.classes, f"{kind}.{study_id}")
         data_hash = paths.data_hash(dataset)
