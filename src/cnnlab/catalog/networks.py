@@ -33,10 +33,11 @@ def register(name: str) -> Callable[[Builder], Builder]:
 
 
 def output_layer(num_classes: int, regularizer: keras.regularizers.Regularizer | None = None) -> keras.layers.Layer:
-    # Binary problems use one sigmoid unit, multi-class a softmax (as the seeds teach).
+    # Binary problems use one sigmoid unit, multi-class a softmax (as the seeds teach). In float32 under a mixed
+    # precision policy too, so the loss sees probabilities at full precision.
     if num_classes == 2:
-        return keras.layers.Dense(1, activation="sigmoid", kernel_regularizer=regularizer)
-    return keras.layers.Dense(num_classes, activation="softmax", kernel_regularizer=regularizer)
+        return keras.layers.Dense(1, activation="sigmoid", kernel_regularizer=regularizer, dtype="float32")
+    return keras.layers.Dense(num_classes, activation="softmax", kernel_regularizer=regularizer, dtype="float32")
 
 
 def conv_relu(filters: int, size: int, batchnorm: bool = False, **options: object) -> list[keras.layers.Layer]:

@@ -11,6 +11,8 @@ from cnnlab.util.errors import UserError
 # Strict: YAML `true` or "3" is not silently taken for an integer.
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]
 Budget = Literal["quick", "full", "speed"]
+# The dtype policy a model trains in ("auto": mixed bfloat16 where the hardware computes it, see training/precision.py)
+Precision = Literal["float32", "mixed_bfloat16", "auto"]
 Loss = Literal["sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy"]
 BUDGETS: tuple[str, ...] = ("quick", "full", "speed")
 FILL_MODES = Literal["nearest", "constant", "reflect", "wrap"]

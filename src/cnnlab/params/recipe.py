@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from cnnlab.catalog.networks import MODELS
-from cnnlab.params.base import FILL_MODES, Budget, Loss, PositiveInt, Strict, WithBudgets
+from cnnlab.params.base import FILL_MODES, Budget, Loss, PositiveInt, Precision, Strict, WithBudgets
 
 
 class Optimizer(Strict):
@@ -71,6 +71,7 @@ class BudgetOverride(Strict):
     train_samples: PositiveInt | None = None
     batch_size: PositiveInt | None = None
     steps_per_execution: PositiveInt | Literal["auto"] | None = None
+    precision: Precision | None = None
     optimizer: Optimizer | None = None  # replaces the recipe's
     model_options: dict[str, Any] | None = None  # merged over the recipe's
     validation: Annotated[float | Literal["test"] | None, AfterValidator(validation_fraction)] = None
@@ -99,6 +100,9 @@ class Experiment(WithBudgets):
     # Training steps per compiled call (Keras' compile argument; under JAX the steps run as one XLA program).
     # "auto": 16 on a GPU, where launching a small model's step costs more than computing it; 1 on a CPU.
     steps_per_execution: PositiveInt | Literal["auto"] = "auto"
+    # "float32" as the seeds train; "mixed_bfloat16" computes in bfloat16 with float32 weights; "auto": mixed
+    # bfloat16 on a GPU or CPU with bfloat16 arithmetic, else float32. The saved model computes in float32.
+    precision: Precision = "float32"
     callbacks: Callbacks = Callbacks()
     augmentation: Augmentation = Augmentation()
     budgets: dict[Budget, BudgetOverride] = {}

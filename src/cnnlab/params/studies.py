@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from cnnlab.params.base import Budget, PositiveInt, Strict, WithBudgets, merged
+from cnnlab.params.base import Budget, PositiveInt, Precision, Strict, WithBudgets, merged
 from cnnlab.params.messages import describe
 from cnnlab.params.recipe import Callbacks, Experiment
 
@@ -28,6 +28,7 @@ class StudyBudget(Strict):
     dataset: str | None = None
     epochs: PositiveInt | None = None
     batch_size: PositiveInt | None = None
+    precision: Precision | None = None
     train_samples: PositiveInt | None = None
     k: int | None = Field(None, ge=2, strict=True)
 
@@ -56,7 +57,8 @@ class Study(WithBudgets):
     def base_changes(self, budget: str) -> dict[str, Any]:
         override = self.budgets.get(budget)  # type: ignore[call-overload]
         picked = {k: v for k, v in (override.model_dump() if override else {}).items() if v is not None}
-        return merged(self.recipe, {k: v for k, v in picked.items() if k in ("dataset", "epochs", "batch_size")})
+        recipe_keys = ("dataset", "epochs", "batch_size", "precision")
+        return merged(self.recipe, {k: v for k, v in picked.items() if k in recipe_keys})
 
     def folds_for(self, budget: str) -> Folds:
         override = self.budgets.get(budget)  # type: ignore[call-overload]

@@ -75,6 +75,7 @@ class Head(Strict):
 
 class TransferBudget(BudgetOverride):
     fine_tune_epochs: PositiveInt | None = None
+    precision: Literal["float32"] | None = None  # see Transfer.precision
 
 
 class Transfer(Experiment):
@@ -87,6 +88,7 @@ class Transfer(Experiment):
     """
 
     model: str = "transfer"
+    precision: Literal["float32"] = "float32"  # a backbone trains as it was published
     mode: Literal["features", "end_to_end", "finetune"] = "end_to_end"
     backbone: Backbone
     head: Head = Head()

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cnnlab.params import Params, ParamsError
-from cnnlab.report.cells import _count, _percent, _signed
+from cnnlab.report.cells import _count, _device, _percent, _signed
 from cnnlab.report.claims import Claim, Claims
 from cnnlab.report.floors import FloorCheck, floor_cell, quick_floor
 from cnnlab.report.text import table_row
@@ -94,7 +94,7 @@ def build_rows(params: Params, claims: Claims, metrics_root: Path) -> list[Row]:
                 epochs=f"{train['kept_epoch']}/{train['epochs_run']}" if train else "-",
                 train_samples=train.get("train_samples"),
                 train_seconds=train.get("train_seconds"),
-                device=train.get("device", "-"),
+                device=_device(train),
                 params_claimed=claim.params,
                 params_measured=train.get("params"),
                 notes=_notes(claim, claims, train),

@@ -15,7 +15,7 @@ import numpy as np
 from cnnlab.catalog.networks import adapt_normalization, build_model
 from cnnlab.data.splits import Arrays
 from cnnlab.params import Experiment
-from cnnlab.training import backend
+from cnnlab.training import backend, precision
 from cnnlab.training.augment import AugmentedTraining, build_augmenter
 from cnnlab.training.labels import encode_labels
 from cnnlab.util.signals import raise_if_stop_requested, stops_at_safe_points
@@ -58,9 +58,11 @@ def kept_epoch(history: dict[str, list[float]], recipe: Experiment) -> int:
 
 
 def seeded_model(recipe: Experiment, input_shape: tuple[int, ...], num_classes: int, seed: int) -> keras.Model:
-    """Build the recipe's model after seeding, so equal seeds give equal initial weights."""
+    """Build the recipe's model, in its precision's dtype policy, after seeding, so equal seeds give equal
+    initial weights."""
     backend.seed_everything(seed)
-    return build_model(recipe.model, input_shape, num_classes, **recipe.model_options)
+    with precision.dtype_policy(precision.policy_name(recipe.precision)):
+        return build_model(recipe.model, input_shape, num_classes, **recipe.model_options)
 
 
 def learning_rate(recipe: Experiment, steps_per_epoch: int | None) -> float | keras.optimizers.schedules.CosineDecay:
@@ -192,7 +194,7 @@ def fit(
         if checkpoint.exists():
             model.load_weights(checkpoint)
     metrics = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-    return TrainResult(model, metrics, seconds, len(x_train), kept_epoch(metrics, recipe))
+    return TrainResult(precision.float32_copy(model), metrics, seconds, len(x_train), kept_epoch(metrics, recipe))
 
 
 def train_fold(

@@ -22,6 +22,7 @@ from cnnlab.tracking.epochs import EpochsToMlflow
 from cnnlab.tracking.runs import log_keras_model
 from cnnlab.training import backend
 from cnnlab.training.fit import TrainResult, fit, seeded_model
+from cnnlab.training.precision import policy_name
 from cnnlab.util.files import staged_outputs, write_json, write_text, write_with
 
 log = logging.getLogger("cnnlab.train")
@@ -129,7 +130,10 @@ def train_and_save(
         *(target, recipe.model_label, recipe.dataset, len(x_train), len(validation[1]) if validation else "no"),
         *(recipe.epochs, budget),
     )
-    logged = {"experiment": target, "budget": budget, "seed": params.seed, **recipe.model_dump(mode="json")}
+    # What `precision: auto` trains in on this machine, beside the recipe's own keys
+    facts = {**describe_run(target, meta, budget), "compute_dtype": policy_name(recipe.precision)}
+    logged = {"experiment": target, "budget": budget, "seed": params.seed, **recipe.model_dump(mode="json"),
+              "compute_dtype": facts["compute_dtype"]}  # fmt: skip
     with (
         stage.mlflow_run(stage_name, target, params, paths, paths.data_hash(recipe.dataset), logged),
         staged_outputs(paths.root) as out,
@@ -148,9 +152,7 @@ def train_and_save(
             write_text(out.path(model_path.with_suffix(".summary.txt")), summary_text(model)),
             training_curves(result.history, title, out.path(paths.plots(target) / "training_curves.png")),
             write_text(out.path(paths.plots(target) / "history.csv"), history_csv(result.history)),
-            write_json(
-                out.path(paths.metrics(target) / "train.json"), {**describe_run(target, meta, budget), **metrics}
-            ),
+            write_json(out.path(paths.metrics(target) / "train.json"), {**facts, **metrics}),
         ]
         diagram = architecture_diagram(model, out.folder / "model.png")
         for artifact in [*artifacts, *diagram]:

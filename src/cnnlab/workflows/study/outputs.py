@@ -26,6 +26,7 @@ from cnnlab.plots.studies import effects_plot, fold_boxplot
 from cnnlab.report.text import markdown_table, plural
 from cnnlab.tracking.runs import flatten, safe_metric_name
 from cnnlab.training import backend
+from cnnlab.training.precision import policy_name
 from cnnlab.util.files import Staging, staged_outputs, write_json, write_text
 from cnnlab.workflows.study.ledger import StudyRun
 from cnnlab.workflows.study.plan import StudyPlan
@@ -66,6 +67,7 @@ def describe_setup(plan: StudyPlan, params: Params) -> dict[str, Any]:
         "dataset": plan.dataset,
         "budget": budget,
         "device": backend.device(),
+        "compute_dtype": policy_name(first.precision),
         "k": spec.k,
         "shuffle": spec.shuffle,
         "stratify": spec.stratify,
