@@ -23,6 +23,7 @@ from cnnlab.cli import main as cnnlab
 from cnnlab.detect.darknet import DarknetFileError, check_pair, read_cfg, read_names, weight_count
 from cnnlab.detect.yolo import Detector
 from cnnlab.params import DetectSettings, ParamsError, parse_params
+from helpers.images import bomb_png
 from helpers.project import ROOT, copy_project, run
 
 GRID, CELL, CLASSES = 7, 64, 2
@@ -196,6 +197,13 @@ THREE_CLASSES = TINY_CFG.replace("classes=2", "classes=3").replace("filters=14",
         (lambda cfg, w, n: n.write_text("one\ntwo\nthree\n"), "3 names but the cfg's detection layers have classes=2"),
         (lambda cfg, w, n: cfg.write_text("width=448\n"), "not a Darknet cfg"),
         (lambda cfg, w, n: w.write_bytes(b"\0" * 6), "too short for a Darknet header"),
+        (lambda cfg, w, n: cfg.write_text(TINY_CFG + "[route]\nlayers=-99\n"), "layers=-99 names no earlier layer"),
+        (lambda cfg, w, n: cfg.write_text(TINY_CFG + "[route]\nlayers=0,x\n"), "layers=x is not a number"),
+        (lambda cfg, w, n: cfg.write_text(TINY_CFG + "[route]\nlayers=-1\ngroups=0\n"), "groups=0; it must be"),
+        (lambda cfg, w, n: cfg.write_text(TINY_CFG + "[route]\nlayers=-1\ngroups=4\n"), "groups=4 does not divide"),
+        (lambda cfg, w, n: cfg.write_text(TINY_CFG.replace("size=1\n", "size=0\n")), "size=0; it must be at least 1"),
+        (lambda cfg, w, n: cfg.write_text(TINY_CFG + "[lstm]\noutput=4\n"), r"\[lstm\] is not a layer"),
+        (lambda cfg, w, n: cfg.write_text(TINY_CFG.replace("classes=2", "classes=0")), "classes=0; it must be"),
     ],
 )  # fmt: skip
 def test_bad_model_files_are_clear_errors(model, spoil, message: str) -> None:
@@ -219,6 +227,12 @@ def test_a_bad_image_or_option_stops_the_cli_before_any_output(
     assert "--input-size: Value error, 400: YOLO's strides need a multiple of 32" in capsys.readouterr().err
     assert cnnlab(["detect", *files, str(tmp_path / "missing.jpg"), "--out", str(out)]) == 2
     assert "missing.jpg not found" in capsys.readouterr().err
+    assert cnnlab(["detect", *files, str(good), "--input-size", "4096", "--out", str(out)]) == 2
+    assert "--input-size: Input should be less than or equal to 2048" in capsys.readouterr().err
+    (tmp_path / "bomb.png").write_bytes(bomb_png())
+    assert cnnlab(["detect", *files, str(good), str(tmp_path / "bomb.png"), "--out", str(out)]) == 2
+    assert "bomb.png: its header promises more than 40 megapixels" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_weight_count_of_a_yolov3_shaped_cfg(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import yaml
@@ -56,3 +58,28 @@ def own_tree() -> dict[str, bytes]:
         for i in range(3)
     }
     return {**image_tree(), **extra}
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A greyscale PNG's signature and IHDR chunk (8-bit, no interlace)."""
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+
+
+def bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A PNG of a few dozen bytes whose header claims width x height pixels (900 megapixels by default)."""
+    return png_header(width, height) + _chunk(b"IDAT", zlib.compress(b"")) + _chunk(b"IEND", b"")
+
+
+def black_png(path: Path, width: int, height: int) -> Path:
+    """A real, valid black greyscale PNG of width x height, written without ever holding its pixels in memory."""
+    packer = zlib.compressobj(9)
+    row = bytes(width + 1)  # the filter byte, then the pixels
+    with open(path, "wb") as out:
+        out.write(png_header(width, height))
+        data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+        out.write(_chunk(b"IDAT", data) + _chunk(b"IEND", b""))
+    return path

@@ -227,3 +227,38 @@ def test_the_speed_budget_changes_optimizer_model_options_and_validation() -> No
     c1 = params.recipe("C1")
     assert c1.model_options == {"batchnorm": True, "dropout": [0.1, 0.1, 0.3]}  # merged over C1's own (none)
     assert params.recipe("M2").epochs == 12  # no speed recipe: the seed's own
+
+
+def _with_id(section: str, new_id: str) -> dict:
+    """The project's params with one more entry in `section`, under `new_id` (a copy of its first entry)."""
+    raw = copy.deepcopy(project_params())
+    if section == "datasets":
+        raw["datasets"].append(new_id)
+        raw["data"]["custom"] = {new_id: {"path": "images/mine", "image_size": [32, 32]}}
+        return raw
+    if section == "detect.jobs":
+        raw["detect"]["jobs"][new_id] = copy.deepcopy(next(iter(raw["detect"]["jobs"].values())))
+        return raw
+    entries = raw["finetune"]["recipes"] if section == "finetune.recipes" else raw[section]
+    entries[new_id] = copy.deepcopy(next(iter(entries.values())))
+    return raw
+
+
+SECTIONS = ["datasets", "experiments", "crossval", "ablation", "tune", "finetune.recipes", "detect.jobs"]
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+@pytest.mark.parametrize("bad", ["../../evil", "1st", "two words", "a/b", "-x", "x;rm", "_x"])
+def test_an_id_that_could_be_read_as_a_path_or_a_command_is_refused(section: str, bad: str) -> None:
+    with pytest.raises(ParamsError, match=re.escape(f"{bad!r} is not a valid id")):
+        parse_params(_with_id(section, bad))
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_ids_of_letters_digits_dots_dashes_and_underscores_are_accepted(section: str) -> None:
+    params = parse_params(_with_id(section, "My-run_2.b"))
+    assert "My-run_2.b" in {
+        "datasets": params.datasets, "experiments": params.experiments, "crossval": params.crossval,
+        "ablation": params.ablation, "tune": params.tune, "finetune.recipes": params.finetune.recipes,
+        "detect.jobs": params.detect.jobs,
+    }[section]  # fmt: skip

@@ -39,7 +39,15 @@ def test_rows_compare_the_claimed_metric_with_the_measured_one(tmp_path: Path) -
     write_metrics(
         tmp_path,
         "C1",
-        {"val_accuracy": 0.5, "params": 890410, "budget": "quick", "dataset": "cifar10", "data_format": "image-zip"},
+        {
+            "val_accuracy": 0.5,
+            "params": 890410,
+            "budget": "quick",
+            "dataset": "cifar10",
+            "data_format": "image-zip",
+            "device": "cpu",
+            "compute_dtype": "mixed_bfloat16",
+        },
         {"test_accuracy": 0.4811},
     )
     f1, c1, m2 = build_rows(params, claims, tmp_path)
@@ -47,6 +55,7 @@ def test_rows_compare_the_claimed_metric_with_the_measured_one(tmp_path: Path) -
     assert (f1.metric, f1.measured, f1.test_accuracy) == ("val_accuracy", 0.9012, 0.8934)
     assert f1.difference == pytest.approx(-1.66)
     assert f1.budget == "full" and c1.budget == "quick"
+    assert (f1.device, c1.device) == ("cpu", "cpu, bf16")  # a row says when its model trained in bfloat16
     assert "88,546" in f1.notes and "differs" not in f1.notes  # the seed's typo explained, our count matches it
     assert c1.difference == pytest.approx(100 * (0.4811 - 0.7989))
     assert "JPEG" in c1.notes and "JPEG" not in f1.notes

@@ -117,8 +117,8 @@ def predict(args: argparse.Namespace) -> int:
 
     model_path = _model_path(args.model)
     model = load_model(model_path)
+    classes = load_classes(model_path, model.output_shape[-1])  # a card that does not fit fails before predicting
     results = predict(model, [Path(p) for p in args.images], resize=args.resize)
-    classes = load_classes(model_path, results[0].probabilities.size)
     for result in results:
         ranked = ", ".join(f"{name} {p:.1%}" for name, p in result.top(classes, args.top))
         print(f"{result.path}: {ranked}")
@@ -212,7 +212,8 @@ def retrain(args: argparse.Namespace) -> int:
     """What the retrain workflow runs: pull, repro, push, the diff against a base revision, the promotions."""
     root = Path(args.params).resolve().parent
     outcome = retraining.retrain(root, base=args.base, budget=args.budget, targets=args.targets,
-                                 remote_url=args.remote_url, pull=not args.no_pull, push=not args.no_push)  # fmt: skip
+                                 remote_url=args.remote_url, pull=not args.no_pull, push=not args.no_push,
+                                 register=not args.no_register, online_only=args.online_only)  # fmt: skip
     retraining.publish(retraining.summary(outcome), Path(args.summary) if args.summary else None)
     if args.commit_to:
         committed = retraining.commit_results(root, args.commit_to, retraining.commit_message(outcome))
@@ -279,6 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     retrain_parser.add_argument("--remote-url", help="DVC remote to use (kept in .dvc/config.local)")
     retrain_parser.add_argument("--no-pull", action="store_true", help="do not dvc pull first")
     retrain_parser.add_argument("--no-push", action="store_true", help="do not dvc push the new outputs")
+    retrain_parser.add_argument(
+        "--no-register", action="store_true", help="register and promote no model (sets mlflow.register_model: false)"
+    )
+    retrain_parser.add_argument(
+        "--online-only", action="store_true", help="leave out the stages of data sets without an online source"
+    )
     retrain_parser.add_argument("--summary", help="also write the Markdown summary to this file")
     retrain_parser.add_argument("--commit-to", metavar="BRANCH", help="commit dvc.lock and metrics on this branch")
     retrain_parser.set_defaults(run=retrain)

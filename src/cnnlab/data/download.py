@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cnnlab.catalog.datasets import DatasetSpec, Layout
@@ -43,9 +43,11 @@ class Fetched:
     location: str
     format: str
     files: dict[str, str]  # file name -> sha256
+    refused: list[dict[str, str]] = field(default_factory=list)  # files not copied (symbolic links), and why
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        found = asdict(self)
+        return found if self.refused else {k: v for k, v in found.items() if k != "refused"}
 
 
 def candidate_sources(

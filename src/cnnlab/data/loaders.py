@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import io
 import itertools
 import logging
 import multiprocessing
@@ -20,13 +19,16 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike
 from PIL import Image, UnidentifiedImageError
 
 from cnnlab.data.splits import Arrays
+from cnnlab.params import ImageLimits
 from cnnlab.util.errors import UserError
+from cnnlab.util.images import ImageTooLarge, opened
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +81,33 @@ def load_mnist_npz(path: Path) -> dict[str, Arrays]:
         }
 
 
+class ArraysOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain data and NumPy arrays, and nothing else: a pickle that names any other callable (the way
+    a pickle runs code) is a DataFormatError instead."""
+
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise DataFormatError(f"the pickle names {module}.{name}: not data, refused")
+        return super().find_class(module, name)
+
+
 def load_cifar_python(path: Path) -> dict[str, Arrays]:
-    """CIFAR-10's official `cifar-10-python.tar.gz` (pickled batches of 3x32x32 rows)."""
+    """CIFAR-10's official `cifar-10-python.tar.gz` (pickled batches of 3x32x32 rows), read with an unpickler
+    that builds data and arrays only (the archive's sha256 is checked first, in prepare.read_raw)."""
 
     def batch(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Arrays:
         fh = tar.extractfile(member)
         assert fh is not None
-        # The archive's sha256 was verified before this point, so unpickling is safe.
-        data = pickle.load(fh, encoding="bytes")
+        data = ArraysOnlyUnpickler(fh, encoding="bytes").load()
         images = np.asarray(data[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         return images, np.asarray(data[b"labels"], dtype=np.int64)
 
@@ -104,8 +125,25 @@ class ImageFolderResult:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
 
-def _listing(source: Path) -> list[tuple[str, str, str]]:
-    """(name, split, class) of every image file below `source` (a zip or a folder), sorted by name."""
+SYMLINK = "is a symbolic link: refused, it could point outside the data set"
+
+
+def folder_files(source: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The regular files below `source` (relative names, sorted), and the symbolic links refused there (never
+    followed, whether to a file or a folder)."""
+    names, refused = [], []
+    for folder, dirs, files in os.walk(source):  # os.walk does not descend into linked folders
+        here = Path(folder)
+        for name in sorted([*dirs, *files]):
+            if (here / name).is_symlink():
+                refused.append({"file": str((here / name).relative_to(source)), "reason": SYMLINK})
+        names += [str((here / name).relative_to(source)) for name in files if not (here / name).is_symlink()]
+    return sorted(names), sorted(refused, key=lambda entry: entry["file"])
+
+
+def _listing(source: Path) -> tuple[list[tuple[str, str, str]], list[dict[str, str]]]:
+    """(name, split, class) of every image file below `source` (a zip or a folder), sorted by name, and the
+    entries refused without being read (symbolic links)."""
 
     def locate(parts: tuple[str, ...]) -> tuple[str, str] | None:
         # <anything>/<split>/<class>/<file>: the split is the third part from the end
@@ -113,30 +151,52 @@ def _listing(source: Path) -> list[tuple[str, str, str]]:
             return SPLIT_NAMES[parts[-3].lower()], parts[-2]
         return None
 
+    refused: list[dict[str, str]] = []
     if source.is_file() and zipfile.is_zipfile(source):
         with zipfile.ZipFile(source) as archive:
             names = sorted(info.filename for info in archive.infolist() if not info.is_dir())
     elif source.is_dir():
-        names = [str(p.relative_to(source)) for p in sorted(source.rglob("*")) if p.is_file()]
+        names, refused = folder_files(source)
     else:
         raise DataFormatError(f"{source}: neither a folder nor a zip of <split>/<class>/<image> files")
     found = ((name, locate(Path(name).parts)) for name in names)
-    return [(name, *where) for name, where in found if where]
+    return [(name, *where) for name, where in found if where], refused
 
 
-def _read(source: Path, names: list[str]) -> Iterator[bytes]:
-    """The bytes of the files `names` (from `_listing`) of a zip or a folder, in order."""
+def _over_limits(size: int, packed: int | None, limits: ImageLimits) -> str | None:
+    """Why a file of `size` bytes (`packed` in its zip) is not read, or None if it is within the limits."""
+    if size > limits.max_member_mib * 2**20:
+        return f"is {size / 2**20:.1f} MiB, over the limit of {limits.max_member_mib:g} (data.limits.max_member_mib)"
+    if packed is not None and size / max(packed, 1) > limits.max_compression_ratio:
+        return (
+            f"compresses {size / max(packed, 1):.0f}:1, over the limit of {limits.max_compression_ratio:g}:1 "
+            "(data.limits.max_compression_ratio)"
+        )
+    return None
+
+
+def _read(source: Path, names: list[str], limits: ImageLimits) -> Iterator[bytes | str]:
+    """The bytes of the files `names` (from `_listing`) of a zip or a folder, in order; for a file over the
+    limits, the reason instead, and the file is not read (a zip member's declared size is all zipfile reads)."""
     if source.is_dir():
-        yield from ((source / name).read_bytes() for name in names)
+        for name in names:
+            path = source / name
+            yield _over_limits(path.stat().st_size, None, limits) or path.read_bytes()
         return
     with zipfile.ZipFile(source) as archive:
-        yield from (archive.read(name) for name in names)
+        for name in names:
+            info = archive.getinfo(name)
+            yield _over_limits(info.file_size, info.compress_size, limits) or archive.read(info)
 
 
-def _decode(data: bytes, size: tuple[int, int], channels: int, resize: bool) -> np.ndarray | str:
-    """The image as a uint8 array, or the reason it cannot be used."""
+def _decode(
+    data: bytes | str, size: tuple[int, int], channels: int, resize: bool, megapixels: float
+) -> np.ndarray | str:
+    """The image as a uint8 array, or the reason it cannot be used (`data` itself when it is one already)."""
+    if isinstance(data, str):
+        return data
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with opened(data, megapixels) as img:
             img.load()
             mode = img.mode
             colour = ("RGB", "RGBA", "P", "CMYK", "YCbCr")  # all convert losslessly enough to RGB
@@ -148,6 +208,8 @@ def _decode(data: bytes, size: tuple[int, int], channels: int, resize: bool) -> 
                     return f"is {picture.size[0]}x{picture.size[1]}, expected {size[1]}x{size[0]}"
                 picture = picture.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             array = np.asarray(picture, dtype=np.uint8)
+    except ImageTooLarge as exc:
+        return str(exc)
     except UnidentifiedImageError:  # its message names a memory address: meta.json must not change run to run
         return "unreadable (not an image format Pillow knows)"
     except (OSError, SyntaxError, ValueError) as exc:
@@ -155,20 +217,30 @@ def _decode(data: bytes, size: tuple[int, int], channels: int, resize: bool) -> 
     return array if channels == 3 else array[..., None]
 
 
-def _decode_all(files: list[bytes], size: tuple[int, int], channels: int, resize: bool) -> list[np.ndarray | str]:
-    return [_decode(data, size, channels, resize) for data in files]
+def _decode_all(
+    files: list[bytes | str], size: tuple[int, int], channels: int, resize: bool, megapixels: float
+) -> list[np.ndarray | str]:
+    return [_decode(data, size, channels, resize, megapixels) for data in files]
 
 
 def _decoded(
-    source: Path, names: list[str], size: tuple[int, int], channels: int, resize: bool, workers: int
+    source: Path,
+    names: list[str],
+    size: tuple[int, int],
+    channels: int,
+    resize: bool,
+    workers: int,
+    limits: ImageLimits,
 ) -> Iterator[np.ndarray | str]:
     """Each file of `names` decoded, in order: in chunks over `workers` processes where there is enough to share.
 
     This process reads the files (a zip's directory is parsed once) and the workers decode them.
     """
-    files = _read(source, names)
+    files = _read(source, names, limits)
     chunks = (list(itertools.islice(files, DECODE_CHUNK)) for _ in range(0, len(names), DECODE_CHUNK))
-    decode = functools.partial(_decode_all, size=size, channels=channels, resize=resize)
+    decode = functools.partial(
+        _decode_all, size=size, channels=channels, resize=resize, megapixels=limits.max_megapixels
+    )
     if min(workers, -(-len(names) // DECODE_CHUNK)) <= 1:
         yield from (image for chunk in chunks for image in decode(chunk))
         return
@@ -181,19 +253,26 @@ def _decoded(
 
 
 def load_image_folder(
-    source: Path, image_size: tuple[int, int], channels: int = 3, resize: bool = False, workers: int | None = None
+    source: Path,
+    image_size: tuple[int, int],
+    channels: int = 3,
+    resize: bool = False,
+    workers: int | None = None,
+    limits: ImageLimits | None = None,
 ) -> ImageFolderResult:
     """Load `<split>/<class>/<image>` from a folder or a zip, decoding on `workers` processes (default: every core).
 
-    Unreadable images and images of the wrong shape are skipped, and each is
-    listed with its reason (never a crash half way, never silently).
+    Unreadable images, images of the wrong shape, files over `limits` and symbolic links are skipped, and each
+    is listed with its reason (never a crash half way, never silently).
     """
-    source = Path(source)
-    listing = _listing(source)
+    source, limits = Path(source), limits or ImageLimits()
+    listing, skipped = _listing(source)
+    for entry in skipped:
+        log.warning("skipped %s: %s", entry["file"], entry["reason"])
     images: dict[str, list[np.ndarray]] = {}
     names: dict[str, list[str]] = {}
-    skipped = []
-    decoded = _decoded(source, [n for n, _, _ in listing], image_size, channels, resize, workers or os.cpu_count() or 1)
+    workers = workers or os.cpu_count() or 1
+    decoded = _decoded(source, [n for n, _, _ in listing], image_size, channels, resize, workers, limits)
     for (name, split, cls), image in zip(listing, decoded, strict=True):
         if isinstance(image, str):
             skipped.append({"file": name, "reason": image})

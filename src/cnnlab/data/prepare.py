@@ -12,8 +12,9 @@ import numpy as np
 
 from cnnlab.catalog.datasets import DATASETS
 from cnnlab.data import loaders
+from cnnlab.data.download import verify
 from cnnlab.data.splits import Arrays, stratified_split
-from cnnlab.params import CustomDataset
+from cnnlab.params import CustomDataset, ImageLimits
 from cnnlab.util.files import sha256_file, write_with
 
 
@@ -24,13 +25,16 @@ class Prepared:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
 
-def read_raw(dataset: str, raw_dir: Path, fmt: str, custom: CustomDataset | None = None) -> Prepared:
-    """Read the raw files of `dataset` (in format `fmt`) into train/test (and val if shipped) arrays."""
+def read_raw(
+    dataset: str, raw_dir: Path, fmt: str, custom: CustomDataset | None = None, limits: ImageLimits | None = None
+) -> Prepared:
+    """Read the raw files of `dataset` (in format `fmt`) into train/test (and val if shipped) arrays; image files
+    over `limits` are skipped."""
     if custom is not None:
         source = raw_dir
         if fmt == "image-zip":
             (source,) = sorted(raw_dir.glob("*.zip"))
-        result = loaders.load_image_folder(source, custom.image_size, custom.channels, resize=True)
+        result = loaders.load_image_folder(source, custom.image_size, custom.channels, resize=True, limits=limits)
         missing = {"train", "test"} - set(result.splits)
         if missing:
             raise loaders.DataFormatError(
@@ -40,6 +44,9 @@ def read_raw(dataset: str, raw_dir: Path, fmt: str, custom: CustomDataset | None
         return Prepared(result.splits, result.classes, result.skipped)
     spec = DATASETS[dataset]
     classes = list(spec.classes)
+    for layout in (lay for lay in spec.layouts if lay.format == fmt):  # nothing is read before it is verified
+        for name, accepted in layout.files.items():
+            verify(raw_dir / name, accepted)
     if fmt == "idx-gz":
         return Prepared(loaders.load_idx_folder(raw_dir), classes)
     if fmt == "mnist-npz":
@@ -49,7 +56,8 @@ def read_raw(dataset: str, raw_dir: Path, fmt: str, custom: CustomDataset | None
     if fmt == "image-zip":
         (archive,) = [raw_dir / n for lay in spec.layouts if lay.format == fmt for n in lay.files]
         height, width, channels = spec.image_shape
-        result = loaders.load_image_folder(archive, (height, width), channels, resize=spec.has_validation_split)
+        resize = spec.has_validation_split
+        result = loaders.load_image_folder(archive, (height, width), channels, resize=resize, limits=limits)
         if result.classes != classes:
             raise loaders.DataFormatError(f"{archive}: class folders {result.classes} differ from {classes}")
         return Prepared(result.splits, classes, result.skipped)

@@ -6,6 +6,7 @@ garbage, so the pair is checked here first, from the layer shapes the cfg declar
 
 from __future__ import annotations
 
+import builtins
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +24,37 @@ class Section:
     options: dict[str, str] = field(default_factory=dict)
     line: int = 0
 
-    def int(self, key: str, default: int) -> int:
+    def int(self, key: str, default: builtins.int, least: builtins.int | None = None) -> builtins.int:
+        """Option `key` as a whole number (`default` when absent), at least `least` if given."""
         try:
-            return int(self.options.get(key, default))
+            value = int(self.options.get(key, default))
         except ValueError:
             raise DarknetFileError(
                 f"line {self.line}: [{self.kind}] {key}={self.options[key]} is not a number"
             ) from None
+        if least is not None and value < least:
+            raise DarknetFileError(f"line {self.line}: [{self.kind}] {key}={value}; it must be at least {least}")
+        return value
+
+    def layer_refs(self, index: builtins.int, count: builtins.int) -> list[builtins.int]:
+        """A [route]'s `layers=`, as indices of earlier layers (Darknet counts negative ones back from here)."""
+        refs = []
+        for raw in self.options.get("layers", "").split(","):
+            if not raw.strip():
+                continue
+            try:
+                value = int(raw)
+            except ValueError:
+                raise DarknetFileError(f"line {self.line}: [route] layers={raw.strip()} is not a number") from None
+            target = index + value if value < 0 else value
+            if not 0 <= target < index or target >= count:
+                raise DarknetFileError(
+                    f"line {self.line}: [route] layers={value} names no earlier layer (this is layer {index})"
+                )
+            refs.append(target)
+        if not refs:
+            raise DarknetFileError(f"line {self.line}: [route] has no layers=")
+        return refs
 
 
 def read_cfg(path: Path) -> list[Section]:
@@ -62,27 +87,42 @@ def class_counts(sections: list[Section]) -> set[int]:
 SAME_CHANNELS = {"maxpool", "avgpool", "upsample", "shortcut", "dropout", "yolo", "region", "reorg", "scale_channels"}
 
 
-def weight_count(sections: list[Section]) -> int | None:
-    """How many float32 values the weights file must hold after its header; None for a layer kind this does not
-    know (the check is then skipped, not failed)."""
-    channels = [sections[0].int("channels", 3)]  # channels[i + 1]: the output of layer i
+KNOWN = {"convolutional", "route", *SAME_CHANNELS}
+
+
+def _groups(section: Section, channels: int) -> int:
+    groups = section.int("groups", 1, least=1)
+    if channels % groups:
+        raise DarknetFileError(
+            f"line {section.line}: [{section.kind}] groups={groups} does not divide {channels} channels"
+        )
+    return groups
+
+
+def weight_count(sections: list[Section]) -> int:
+    """How many float32 values the weights file must hold after its header, from the layers the cfg declares."""
+    channels = [sections[0].int("channels", 3, least=1)]  # channels[i + 1]: the output of layer i
     total = 0
     for index, section in enumerate(sections[1:]):
         inputs = channels[-1]
         if section.kind == "convolutional":
-            filters, size = section.int("filters", 1), section.int("size", 1)
-            groups = section.int("groups", 1)
-            batch_norm = section.int("batch_normalize", 0)
+            filters, size = section.int("filters", 1, least=1), section.int("size", 1, least=1)
+            groups = _groups(section, inputs)
+            batch_norm = section.int("batch_normalize", 0, least=0)
             total += filters * (4 if batch_norm else 1) + filters * (inputs // groups) * size * size
             channels.append(filters)
         elif section.kind == "route":
-            layers = [int(v) for v in section.options.get("layers", "").split(",") if v.strip()]
-            picked = [channels[(index + v if v < 0 else v) + 1] for v in layers]
-            channels.append(sum(picked) // section.int("groups", 1))
+            picked = sum(channels[ref + 1] for ref in section.layer_refs(index, len(channels) - 1))
+            channels.append(picked // _groups(section, picked))
         elif section.kind in SAME_CHANNELS:
+            if section.kind in ("yolo", "region"):
+                section.int("classes", 80, least=1)
             channels.append(inputs)
         else:
-            return None
+            raise DarknetFileError(
+                f"line {section.line}: [{section.kind}] is not a layer this detector reads; "
+                f"known: {', '.join(sorted(KNOWN))}"
+            )
     return total
 
 
@@ -103,14 +143,13 @@ def check_pair(cfg: Path, weights: Path) -> list[Section]:
     if not weights.is_file():
         raise DarknetFileError(f"weights file {weights} not found: pass the .weights trained with {cfg.name}")
     needed = weight_count(sections)
-    if needed is not None:
-        held, expected = weights.stat().st_size - header_size(weights), 4 * needed
-        if held != expected:
-            raise DarknetFileError(
-                f"{weights.name} does not match {cfg.name}: the cfg's layers need {needed:,} weights "
-                f"({expected:,} bytes after the header), the file holds {held:,} bytes; pass the weights "
-                "trained with this cfg (yolov3.weights goes with yolov3.cfg, yolov3-tiny.weights with yolov3-tiny.cfg)"
-            )
+    held, expected = weights.stat().st_size - header_size(weights), 4 * needed
+    if held != expected:
+        raise DarknetFileError(
+            f"{weights.name} does not match {cfg.name}: the cfg's layers need {needed:,} weights "
+            f"({expected:,} bytes after the header), the file holds {held:,} bytes; pass the weights "
+            "trained with this cfg (yolov3.weights goes with yolov3.cfg, yolov3-tiny.weights with yolov3-tiny.cfg)"
+        )
     return sections
 
 

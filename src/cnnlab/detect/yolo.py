@@ -25,6 +25,7 @@ from cnnlab.detect.darknet import DarknetFileError, check_pair, read_names
 from cnnlab.params import DetectSettings
 from cnnlab.tracking.runs import safe_metric_name
 from cnnlab.util.files import write_json, write_with
+from cnnlab.util.images import ImageTooLarge, opened
 
 log = logging.getLogger(__name__)
 Box = tuple[int, int, int, int]  # x, y (top-left corner), width, height in the image's pixels
@@ -120,6 +121,13 @@ def draw(image: np.ndarray, detections: list[Detection], colours: np.ndarray) ->
 def read_image(path: Path) -> np.ndarray:
     if not path.is_file():
         raise DarknetFileError(f"image {path} not found")
+    try:
+        with opened(path):  # the header's size first: a decompression bomb is never handed to OpenCV
+            pass
+    except ImageTooLarge as exc:
+        raise DarknetFileError(f"{path}: {exc}") from None
+    except (OSError, SyntaxError, ValueError):
+        pass  # a format Pillow does not read: OpenCV's own size limit applies
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise DarknetFileError(f"{path} is not an image OpenCV can read (JPEG, PNG, BMP, TIFF, WebP)")

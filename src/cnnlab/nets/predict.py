@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cnnlab.util.errors import UserError
+from cnnlab.util.images import ImageTooLarge, opened
 
 
 class PredictInputError(UserError, ValueError):
@@ -27,11 +28,25 @@ class Prediction:
         return [(classes[i], float(self.probabilities[i])) for i in order]
 
 
+class ModelFileError(UserError, ValueError):
+    """A saved model that is refused (it would run code from the file), or a model card that does not fit it."""
+
+
 def load_model(path: Path) -> keras.Model:
-    """A saved model of any stage, transfer models (with their backbone's own preprocessing layer) included."""
+    """A saved model of any stage, transfer models (with their backbone's own preprocessing layer) included.
+
+    In Keras' safe mode: a file whose layers would run Python code stored in it (a Lambda layer) is refused."""
     from cnnlab.nets import backbones  # noqa: F401  (registers BackbonePreprocess for loading)
 
-    return keras.models.load_model(path)
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except ValueError as exc:
+        if "safe_mode" not in str(exc):
+            raise
+        raise ModelFileError(
+            f"{path}: refused, it holds a Lambda layer whose Python code Keras would have to run from the file; "
+            "load only models you trust, rebuilt without Lambda layers"
+        ) from None
 
 
 def model_card_path(model_path: Path) -> Path:
@@ -40,10 +55,23 @@ def model_card_path(model_path: Path) -> Path:
 
 
 def load_classes(model_path: Path, num_outputs: int) -> list[str]:
+    """The class names of the model card beside the model (class numbers without one), as many as the model
+    has classes (one sigmoid unit: two)."""
+    wanted = max(num_outputs, 2)
     card = model_card_path(model_path)
-    if card.is_file():
-        return list(json.loads(card.read_text())["classes"])
-    return [str(i) for i in range(max(num_outputs, 2))]
+    if not card.is_file():
+        return [str(i) for i in range(wanted)]
+    try:
+        classes = json.loads(card.read_text())["classes"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ModelFileError(f"{card}: not a model card (JSON with a `classes` list); remove it or retrain") from None
+    if not isinstance(classes, list) or len(classes) != wanted:
+        count = len(classes) if isinstance(classes, list) else "no"
+        raise ModelFileError(
+            f"{card} names {count} classes but {model_path.name} has {wanted}: the card belongs to another model; "
+            "retrain it, or remove the card to see class numbers"
+        )
+    return [str(name) for name in classes]
 
 
 def load_image(path: Path, input_shape: tuple[int, int, int], resize: bool = False) -> np.ndarray:
@@ -52,7 +80,7 @@ def load_image(path: Path, input_shape: tuple[int, int, int], resize: bool = Fal
     if not path.is_file():
         raise PredictInputError(f"{path}: no such file")
     try:
-        with Image.open(path) as img:
+        with opened(path) as img:  # a decompression bomb is refused from its header
             picture = img.convert("L" if channels == 1 else "RGB")
             if picture.size != (width, height):
                 if not resize:
@@ -62,7 +90,11 @@ def load_image(path: Path, input_shape: tuple[int, int, int], resize: bool = Fal
                     )
                 picture = picture.resize((width, height), Image.Resampling.BILINEAR)
             array = np.asarray(picture, dtype=np.float32)
-    except (UnidentifiedImageError, OSError) as exc:
+    except PredictInputError:
+        raise
+    except ImageTooLarge as exc:
+        raise PredictInputError(f"{path}: {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise PredictInputError(f"{path}: not an image file that can be read ({exc})") from None
     return array[..., None] if channels == 1 else array
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +17,9 @@ Budget = Literal["quick", "full", "speed"]
 Precision = Literal["float32", "mixed_bfloat16", "auto"]
 Loss = Literal["sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy"]
 BUDGETS: tuple[str, ...] = ("quick", "full", "speed")
+# Ids of experiments, studies, searches, recipes, detect jobs and data sets name files (models/<id>.keras, data/raw/
+# <id>/) and DVC stages (train@<id>): a letter first, then nothing that a path or a shell command could read as syntax.
+TARGET_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 FILL_MODES = Literal["nearest", "constant", "reflect", "wrap"]
 
 
@@ -53,6 +58,16 @@ def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     for key, value in changes.items():
         out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
+
+
+def check_ids(where: str, ids: Iterable[str]) -> None:
+    """Every id in `ids` (the keys of params section `where`) is one TARGET_ID accepts."""
+    for name in ids:
+        if not TARGET_ID.match(str(name)):
+            raise ValueError(
+                f"{where}: {name!r} is not a valid id; an id starts with a letter and holds only letters, digits, "
+                "'_', '.' and '-' (it becomes a file name and part of a DVC stage name)"
+            )
 
 
 def check_run_list(where: str, kind: str, run: list[str], defined: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ from typing import get_args
 from pydantic import model_validator
 
 from cnnlab.catalog.datasets import DATASETS
-from cnnlab.params.base import BUDGETS, Budget, ParamsError, Strict
+from cnnlab.params.base import BUDGETS, Budget, ParamsError, Strict, check_ids
 from cnnlab.params.recipe import Experiment
 from cnnlab.params.search import Tune
 from cnnlab.params.sections import Data, Detect, Explain, FloorSection, QuickFloors, Tracking
@@ -41,6 +41,7 @@ class Params(Strict):
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Params:
+        self._check_ids()
         known = set(DATASETS) | set(self.data.custom)
         for name in self.datasets:
             if name not in known:
@@ -74,6 +75,15 @@ class Params(Strict):
         self._check_explain()
         self._check_floors()
         return self
+
+    def _check_ids(self) -> None:
+        sections = {
+            "datasets": self.datasets, "data.custom": self.data.custom, "experiments": self.experiments,
+            "crossval": self.crossval, "ablation": self.ablation, "tune": self.tune,
+            "finetune.recipes": self.finetune.recipes, "detect.jobs": self.detect.jobs,
+        }  # fmt: skip
+        for where, ids in sections.items():
+            check_ids(where, ids)
 
     def ids_of(self, section: FloorSection) -> list[str]:
         """The ids a `quick_floors` section names: its params section's keys (finetune's recipes)."""

@@ -19,6 +19,14 @@ class CustomDataset(Strict):
     channels: Literal[1, 3] = 3
 
 
+class ImageLimits(Strict):
+    """What an image file may cost before it is read: larger ones are skipped, counted and listed in meta.json."""
+
+    max_megapixels: float = Field(40.0, gt=0)  # width x height from the header, checked before decoding
+    max_member_mib: float = Field(64.0, gt=0)  # a file's size (a zip member's declared size), checked before reading
+    max_compression_ratio: float = Field(100.0, gt=1)  # a zip member's size over its compressed size
+
+
 class Data(Strict):
     # dataset name -> a local folder that already holds its files (tried first)
     paths: dict[str, Path] = {}
@@ -31,6 +39,7 @@ class Data(Strict):
     # dataset -> a base URL that serves the canonical files (a proxy or an internal copy)
     online_base: dict[str, str] = {}
     custom: dict[str, CustomDataset] = {}
+    limits: ImageLimits = ImageLimits()  # for image folders and zips: your own data sets and cats vs dogs
 
 
 class Tracking(Strict):
@@ -75,7 +84,7 @@ class Explain(Views):
 class DetectSettings(Strict):
     """How a YOLO model is run (seed 004, program 6-12's values by default)."""
 
-    input_size: PositiveInt = 448  # the blob's width and height
+    input_size: int = Field(448, ge=32, le=2048)  # the blob's width and height
     score_threshold: float = Field(0.5, ge=0, le=1)  # a box's best class score must exceed it
     nms_threshold: float = Field(0.4, ge=0, le=1)  # NMSBoxes drops a box overlapping a better one by more (IoU)
     scale: float = Field(1 / 256, gt=0)  # pixel values are multiplied by it

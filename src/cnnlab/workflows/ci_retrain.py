@@ -14,7 +14,8 @@ from pathlib import Path
 
 import mlflow
 
-from cnnlab.params import load_params
+from cnnlab.catalog.datasets import DATASETS
+from cnnlab.params import Params, load_params
 from cnnlab.tracking.registry import CHAMPION
 from cnnlab.tracking.runs import tracking_uri
 from cnnlab.util.errors import UserError
@@ -88,6 +89,8 @@ def use_remote(root: Path, remote_url: str | None) -> str:
             "no default DVC remote: add one (`dvc remote add -d storage s3://bucket/cnnlab`), pass --remote-url, "
             "or set the DVC_REMOTE_URL secret for the workflow; --no-pull --no-push retrains without one"
         )
+    # Re-hash what is pulled: whoever can write to the remote must not be able to swap in other files
+    dvc(["remote", "modify", "--local", name, "verify", "true"], root, capture=True)
     return name
 
 
@@ -101,6 +104,36 @@ def set_budget(params_file: Path, budget: str) -> bool:
         return False
     write_text(params_file, new)
     return True
+
+
+def turn_off_registration(params_file: Path) -> bool:
+    """Set params.yaml's `mlflow.register_model:` to false in place (comments kept): evaluated models are then
+    neither registered nor promoted. True when it changed."""
+    text = params_file.read_text()
+    new, count = re.subn(r"(?m)^([ \t]+register_model:[ \t]*)[^\s#]+", r"\g<1>false", text, count=1)
+    if count == 0:
+        raise RetrainError(f"{params_file} has no `register_model:` line under `mlflow:` to set to false")
+    if new == text:
+        return False
+    write_text(params_file, new)
+    return True
+
+
+def offline_datasets(params: Params) -> set[str]:
+    """The built-in data sets in use that have no online source (a runner without the offline mirror lacks them)."""
+    return {name for name in params.datasets if name in DATASETS and DATASETS[name].online is None}
+
+
+def online_stages(root: Path, params: Params) -> list[str]:
+    """Every stage but those that need a data set without an online source, and the report (which needs them
+    all): what a runner without the offline mirror can reproduce."""
+    offline = offline_datasets(params)
+    kept = []
+    for name in dvc(["stage", "list", "--name-only"], root, capture=True).split():
+        _, _, target_id = name.partition("@")
+        if target_id and params.target(target_id).dataset not in offline:
+            kept.append(name)
+    return kept
 
 
 def stage_targets(targets: list[str]) -> list[str]:
@@ -189,15 +222,24 @@ def commit_results(root: Path, branch: str, message: str) -> bool:
 
 
 def retrain(root: Path, *, base: str, budget: str | None = None, targets: list[str] | None = None,
-            remote_url: str | None = None, pull: bool = True, push: bool = True) -> Outcome:  # fmt: skip
-    """Every step, in order; a problem that can be seen before training stops it there."""
+            remote_url: str | None = None, pull: bool = True, push: bool = True, register: bool = True,
+            online_only: bool = False) -> Outcome:  # fmt: skip
+    """Every step, in order; a problem that can be seen before training stops it there.
+
+    `register=False` registers and promotes nothing; `online_only` leaves out the stages that need a data set
+    without an online source (what a pull request's hosted runner runs)."""
     targets = targets or []
     check_project(root, base)
     if pull or push:
         use_remote(root, remote_url)
     if budget is not None:
         set_budget(root / "params.yaml", budget)
+    if not register:
+        turn_off_registration(root / "params.yaml")
     params = load_params(root / "params.yaml")  # a ParamsError names the problem before any stage runs
+    if online_only:
+        targets = targets or online_stages(root, params)
+        print(f"left out, no online source: {', '.join(sorted(offline_datasets(params))) or 'nothing'}", flush=True)
     outcome = Outcome(base=base, budget=params.budget)
     if pull:
         dvc(["pull", "--allow-missing", *stage_targets(targets)], root)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -9,9 +10,12 @@ import mlflow
 
 from cnnlab.catalog.datasets import DATASETS
 from cnnlab.data.download import Fetched, candidate_sources, fetch
+from cnnlab.data.loaders import SYMLINK, DataFormatError, folder_files
 from cnnlab.params import Params
 from cnnlab.pipeline import stage
 from cnnlab.util.files import combined_hash, copy_file, replace_dir, sha256_file, staged_outputs, write_json
+
+log = logging.getLogger("cnnlab.download")
 
 
 def fetch_custom(name: str, params: Params, paths: stage.Paths) -> Fetched:
@@ -20,16 +24,20 @@ def fetch_custom(name: str, params: Params, paths: stage.Paths) -> Fetched:
     if not source.exists():
         raise FileNotFoundError(f"data.custom.{name}.path: {source} does not exist")
     paths.raw.mkdir(parents=True, exist_ok=True)
+    if source.is_symlink():
+        raise DataFormatError(f"data.custom.{name}.path: {source} {SYMLINK}; give the path of the folder or zip itself")
     fresh = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=paths.raw))
-    files = source.rglob("*") if source.is_dir() else [source]
+    files, refused = folder_files(source) if source.is_dir() else ([source.name], [])
     root = source if source.is_dir() else source.parent
+    for entry in refused:  # never copied, so DVC never versions or pushes what a link points at
+        log.warning("%s: skipped %s: %s", name, entry["file"], entry["reason"])
     digests = {}
-    for path in sorted(p for p in files if p.is_file()):
-        relative = path.relative_to(root)
-        copy_file(path, fresh / relative)
-        digests[str(relative)] = sha256_file(fresh / relative)
+    for relative in files:
+        copy_file(root / relative, fresh / relative)
+        digests[relative] = sha256_file(fresh / relative)
     replace_dir(fresh, paths.raw / name)  # images removed from the source disappear here too
-    return Fetched(name, "path", str(source), "image-folder" if source.is_dir() else "image-zip", digests)
+    fmt = "image-folder" if source.is_dir() else "image-zip"
+    return Fetched(name, "path", str(source), fmt, digests, refused)
 
 
 def fetch_builtin(name: str, params: Params, paths: stage.Paths) -> Fetched:

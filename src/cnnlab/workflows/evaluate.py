@@ -8,7 +8,7 @@ import mlflow
 import numpy as np
 
 from cnnlab.data.prepare import load_split, read_meta
-from cnnlab.nets.predict import load_model
+from cnnlab.nets.predict import ModelFileError, load_model
 from cnnlab.params import Params
 from cnnlab.pipeline import stage
 from cnnlab.plots.base import image_grid
@@ -47,6 +47,12 @@ def run(params: Params, paths: stage.Paths, exp_id: str) -> None:
     prepared = paths.prepared(dataset)
     meta = read_meta(prepared)
     classes = meta["classes"]
+    model = load_model(model_path)  # a refused or mismatched model fails here, before a run is opened
+    if max(model.output_shape[-1], 2) != len(classes):
+        raise ModelFileError(
+            f"{model_path} has {model.output_shape[-1]} outputs but {dataset} has {len(classes)} classes: "
+            f"the file is not {exp_id}'s model; retrain it (`dvc repro {target.producer}`)"
+        )
     x_test, y_test = load_split(prepared / "test.npz")
     logged = {"experiment": exp_id, "model_file": str(model_path.relative_to(paths.root)), "test_samples": len(y_test)}
     metrics_dir, plots_dir = paths.metrics(exp_id), paths.plots(exp_id)
@@ -54,7 +60,6 @@ def run(params: Params, paths: stage.Paths, exp_id: str) -> None:
         stage.mlflow_run("evaluate", exp_id, params, paths, paths.data_hash(dataset), logged),
         staged_outputs(paths.root) as out,
     ):
-        model = load_model(model_path)
         result = evaluate(model, x_test, y_test, classes, target.loss_for(len(classes)))
         metrics = result.metrics()
         mlflow.log_metrics({**metrics, **per_class_metrics(result.per_class, classes)})

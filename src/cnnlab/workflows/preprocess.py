@@ -32,7 +32,8 @@ def run(params: Params, paths: stage.Paths, name: str) -> None:
         with staged_outputs(paths.root) as out:
             source = raw_record(paths, name)
             log.info("reading %s (%s)", name, source["format"])
-            prepared = read_raw(name, paths.raw / name, source["format"], params.data.custom.get(name))
+            custom = params.data.custom.get(name)
+            prepared = read_raw(name, paths.raw / name, source["format"], custom, params.data.limits)
             meta = describe(prepared, name)
             meta["source"] = source
             meta["sha256"] = {s: save_split(out.path(out_dir / f"{s}.npz"), a) for s, a in prepared.splits.items()}
