@@ -26,6 +26,7 @@ import numpy as np
 from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
 
+from cnnlab.tracking.owners import end_stale_runs, owner_tags
 from cnnlab.util.signals import ignore_stop_signals, stop_signals_raised
 
 ARTIFACTS_DIR = "mlartifacts"
@@ -130,7 +131,10 @@ def stage_run(
         tags |= {"keras_backend": backend.name(), "device": backend.device()}
     if target:  # the report stage covers all experiments and has none
         tags[target_tag] = target
+    tags |= owner_tags()
     exp = use_experiment(tracking_experiment, root)
+    same = f"tags.stage = '{stage}'" + (f" and tags.{target_tag} = '{target}'" if target else "")
+    end_stale_runs(exp, same, keep=run_id)  # an earlier run of this stage left RUNNING by a killed process
     with stop_signals_raised():
         name = f"{stage}@{target}" if target else stage
         run = mlflow.start_run(run_id=run_id, experiment_id=exp, run_name=name, tags=tags)

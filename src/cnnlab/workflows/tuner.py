@@ -32,6 +32,7 @@ from cnnlab.data.splits import Arrays
 from cnnlab.lineage.code_digest import code_digest
 from cnnlab.params import Tune
 from cnnlab.tracking.epochs import EpochsToMlflow
+from cnnlab.tracking.owners import owner_gone
 from cnnlab.tracking.runs import child_runs
 from cnnlab.training.hypermodel import SearchHyperModel
 from cnnlab.util.files import combined_hash, write_json
@@ -228,9 +229,10 @@ def find_chief_run(experiment_id: str, fingerprint: str, wait_seconds: float = 1
     query = f"tags.{FINGERPRINT_TAG} = '{fingerprint}' and attributes.status = 'RUNNING'"
     waited_until = time.monotonic() + wait_seconds
     while True:
-        found = client.search_runs([experiment_id], filter_string=query, max_results=1)
-        if found:
-            return found[0].info.run_id
+        found = client.search_runs([experiment_id], filter_string=query, order_by=["attributes.start_time DESC"])
+        alive = [run for run in found if not owner_gone(run.data.tags)]  # never a chief killed outright
+        if alive:
+            return alive[0].info.run_id
         if time.monotonic() > waited_until:
             raise RuntimeError(
                 f"no running chief of this search in MLflow ({mlflow.get_tracking_uri()}) after {wait_seconds:.0f} s: "
