@@ -94,29 +94,29 @@ def use_remote(root: Path, remote_url: str | None) -> str:
     return name
 
 
-def set_budget(params_file: Path, budget: str) -> bool:
-    """Set params.yaml's top-level `budget:` in place (comments kept); True when it changed."""
+def set_in_place(params_file: Path, pattern: str, replacement: str, what: str) -> bool:
+    """Replace the first line of params.yaml that `pattern` matches (comments kept); True when it changed."""
     text = params_file.read_text()
-    new, count = re.subn(r"(?m)^budget:[ \t]*[^\s#]+", f"budget: {budget}", text, count=1)
+    new, count = re.subn(pattern, replacement, text, count=1)
     if count == 0:
-        raise RetrainError(f"{params_file} has no top-level `budget:` line to set to {budget!r}")
+        raise RetrainError(f"{params_file} has no {what}")
     if new == text:
         return False
     write_text(params_file, new)
     return True
+
+
+def set_budget(params_file: Path, budget: str) -> bool:
+    """Set params.yaml's top-level `budget:` in place; True when it changed."""
+    what = f"top-level `budget:` line to set to {budget!r}"
+    return set_in_place(params_file, r"(?m)^budget:[ \t]*[^\s#]+", f"budget: {budget}", what)
 
 
 def turn_off_registration(params_file: Path) -> bool:
-    """Set params.yaml's `mlflow.register_model:` to false in place (comments kept): evaluated models are then
-    neither registered nor promoted. True when it changed."""
-    text = params_file.read_text()
-    new, count = re.subn(r"(?m)^([ \t]+register_model:[ \t]*)[^\s#]+", r"\g<1>false", text, count=1)
-    if count == 0:
-        raise RetrainError(f"{params_file} has no `register_model:` line under `mlflow:` to set to false")
-    if new == text:
-        return False
-    write_text(params_file, new)
-    return True
+    """Set params.yaml's `mlflow.register_model:` to false in place: evaluated models are then neither registered
+    nor promoted. True when it changed."""
+    what = "`register_model:` line under `mlflow:` to set to false"
+    return set_in_place(params_file, r"(?m)^([ \t]+register_model:[ \t]*)[^\s#]+", r"\g<1>false", what)
 
 
 def offline_datasets(params: Params) -> set[str]:
