@@ -105,7 +105,7 @@ def train_arms(project: Path, exp_id: str, args: argparse.Namespace) -> list:
         params = params.model_copy(update={"budget": args.budget})
     paths = Paths(project)
     recipe = params.recipe(exp_id)
-    changes = {"epochs": args.epochs, "steps_per_execution": args.steps_per_execution}
+    changes = {"epochs": args.epochs, "steps_per_execution": args.steps_per_execution, "precision": args.precision}
     recipe = recipe.model_copy(update={k: v for k, v in changes.items() if v is not None})
     (x_train, y_train), validation, meta = experiment_data(params, paths, exp_id)
     if args.train_samples:
@@ -489,6 +489,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     train.add_argument("--target", type=float, help="test accuracy to time (default: per experiment)")
     train.add_argument("--verbose", type=int, default=2, help="fit's verbose for both arms")
     train.add_argument("--steps-per-execution", type=int, help="the pipeline's (default: the recipe's)")
+    train.add_argument(
+        "--precision", choices=["float32", "mixed_bfloat16", "auto"], help="the pipeline's (default: the recipe's)"
+    )
     train.add_argument(
         "--arms",
         nargs="+",

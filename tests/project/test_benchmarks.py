@@ -29,7 +29,7 @@ def harness(args: list[str], env: dict[str, str] | None = None) -> dict:
 def test_training_benchmark_times_both_arms_on_the_same_recipe(tmp_path: Path, fashion: dict) -> None:
     prepared_project(tmp_path, fashion, lambda p: None, train_size=4000, test_size=1000)
     out = harness(["--project", str(tmp_path), "--results", str(tmp_path / "results"), "training",
-                   "--experiments", "F1", "--epochs", "2", "--verbose", "0"])  # fmt: skip
+                   "--experiments", "F1", "--epochs", "2", "--verbose", "0", "--precision", "float32"])  # fmt: skip
     plain, pipeline = out["results"]
     assert (plain["arm"], pipeline["arm"]) == ("plain", "pipeline")
     for arm in (plain, pipeline):

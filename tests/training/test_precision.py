@@ -78,14 +78,15 @@ def test_mixed_bfloat16_learns_and_repeats_itself(mixed_f1: tuple) -> None:
     assert first.history == second.history
 
 
-def test_the_trained_model_computes_in_float32_with_the_trained_weights(mixed_f1: tuple, tmp_path: Path) -> None:
+def test_the_float32_copy_has_the_trained_weights_and_survives_saving(mixed_f1: tuple, tmp_path: Path) -> None:
     (trained, result), _ = mixed_f1[0]
     (x_val, _) = mixed_f1[1]
-    assert not precision.is_float32(trained)  # what trained was mixed ...
-    assert precision.is_float32(result.model)  # ... what is returned, saved and evaluated is float32
-    for mixed, full in zip(trained.get_weights(), result.model.get_weights(), strict=True):
+    assert result.model is trained and not precision.is_float32(trained)
+    copy = precision.float32_copy(trained)
+    assert precision.is_float32(copy)
+    for mixed, full in zip(trained.get_weights(), copy.get_weights(), strict=True):
         np.testing.assert_array_equal(mixed, full)
-    result.model.save(tmp_path / "f1.keras")
+    copy.save(tmp_path / "f1.keras")
     loaded = keras.models.load_model(tmp_path / "f1.keras")
     assert precision.is_float32(loaded)
     full = loaded.predict(x_val, verbose=0)
@@ -93,6 +94,24 @@ def test_the_trained_model_computes_in_float32_with_the_trained_weights(mixed_f1
     mixed = np.asarray(trained.predict(x_val, verbose=0), dtype=np.float32)
     assert np.abs(full - mixed).max() < 0.05  # the same network, up to bfloat16 rounding
     assert (full.argmax(1) == mixed.argmax(1)).mean() > 0.97
+
+
+def test_the_train_stage_saves_and_logs_a_float32_model_trained_in_bfloat16(
+    tmp_path: Path, fashion: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    from cnnlab.nets.predict import load_model
+    from cnnlab.pipeline.stage import Paths
+    from helpers.project import load_stage, prepared_project
+
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: True)  # as on a CPU or GPU with bfloat16
+    params = prepared_project(tmp_path, fashion, lambda raw: raw["experiments"]["F1"]["budgets"]["quick"].update(
+        train_samples=500, validation=0.2), 700, 100)  # fmt: skip
+    load_stage("train").main(params, Paths(tmp_path), "F1")
+    assert precision.is_float32(load_model(tmp_path / "models" / "F1.keras"))
+    run = mlflow.search_runs(experiment_names=["cnnlab"]).iloc[0]
+    assert run["params.precision"] == "auto" and run["params.compute_dtype"] == "mixed_bfloat16"
 
 
 def test_a_float32_model_is_not_copied() -> None:

@@ -16,7 +16,7 @@ import mlflow
 from cnnlab.params import Params, ParamsError, load_params
 from cnnlab.tracking.runs import stage_run
 from cnnlab.util.errors import UserError
-from cnnlab.util.files import combined_hash
+from cnnlab.util.files import combined_hash, remove_stale_temporaries
 
 log = logging.getLogger("cnnlab")
 
@@ -74,6 +74,23 @@ class Paths:
         """A detect job's drawn images and detections.json."""
         return self.root / "detections" / job
 
+    @property
+    def output_folders(self) -> list[Path]:
+        """Every folder the stages write outputs into."""
+        names = [
+            "data",
+            "models",
+            "metrics",
+            "plots",
+            "reports",
+            "features",
+            "tuning",
+            "folds",
+            "detections",
+            "explain",
+        ]
+        return [self.root / name for name in names]
+
     def data_hash(self, dataset: str) -> str:
         """A digest of the prepared arrays (their sha256s are recorded in meta.json)."""
         meta = self.prepared(dataset) / "meta.json"
@@ -124,7 +141,9 @@ def run(main: Callable[..., None], params_path: str = "params.yaml", target: str
         if len(args) != (1 if target else 0):
             raise ParamsError(f"usage: python {sys.argv[0]} {f'<{target}>' if target else '(no arguments)'}")
         params = load_params(params_path)
-        main(params, Paths(Path.cwd().resolve()), *args)
+        paths = Paths(Path.cwd().resolve())
+        remove_stale_temporaries(paths.output_folders)  # left by a stage killed outright
+        main(params, paths, *args)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

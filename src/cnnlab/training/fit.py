@@ -194,7 +194,7 @@ def fit(
         if checkpoint.exists():
             model.load_weights(checkpoint)
     metrics = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-    return TrainResult(precision.float32_copy(model), metrics, seconds, len(x_train), kept_epoch(metrics, recipe))
+    return TrainResult(model, metrics, seconds, len(x_train), kept_epoch(metrics, recipe))
 
 
 def train_fold(

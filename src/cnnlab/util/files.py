@@ -4,6 +4,11 @@ Every output is written beside its target and renamed into place, so a stage
 that fails or is interrupted leaves the previous result untouched. A stage with
 several outputs stages them all first and moves them into place only once
 everything (MLflow logging included) has succeeded.
+
+Temporary files and staging folders carry the id of the process that made them.
+A process killed outright (`kill -9`) cannot remove its own; the next stage
+removes those of processes that are gone, and finishes a staging folder's moves
+if its process was killed while making them (its journal lists them).
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success it replaces `target` in one rename."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}{TMP_MARK}{os.getpid()}-", suffix=target.suffix, dir=target.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -33,6 +40,40 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+TMP_MARK = ".tmp-"  # .<name>.tmp-<pid>-<random><suffix>: a temporary file of process <pid>
+STAGING = ".staging-"  # .staging-<pid>-<random>: a stage's outputs before they are moved into place
+JOURNAL = "moves.json"  # in a staging folder: the moves of a commit, written before the first one
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _owner(name: str, mark: str) -> int | None:
+    """The process id in a temporary or staging name after `mark`, or None if it holds none."""
+    digits = name.partition(mark)[2].partition("-")[0]
+    return int(digits) if mark in name and digits.isdigit() else None
+
+
+def remove_stale_temporaries(folders: Iterable[Path]) -> list[Path]:
+    """Remove the temporary files (atomic_path's) below `folders` whose process is gone; the ones removed."""
+    removed = []
+    for folder in (f for f in folders if f.is_dir()):
+        for here, _, files in os.walk(folder):
+            for name in files:
+                pid = _owner(name, TMP_MARK) if name.startswith(".") else None
+                if pid is not None and process_gone(pid):
+                    (Path(here) / name).unlink(missing_ok=True)
+                    removed.append(Path(here) / name)
+    return removed
 
 
 class Staging:
@@ -50,7 +91,18 @@ class Staging:
         return staged
 
     def commit(self) -> None:
-        for staged, target in self.moves:
+        """Move every output into place. The moves are journalled first: if this process is killed half way,
+        the next `staged_outputs` in the same root makes the rest (`recover_staging`)."""
+        journal = [[str(staged), str(target.resolve())] for staged, target in self.moves]
+        write_json(self.folder / JOURNAL, journal)
+        self.replay(journal)
+
+    @staticmethod
+    def replay(journal: list[list[str]]) -> None:
+        """Make the moves of `journal` whose staged output is still there (the others are done)."""
+        for staged, target in ((Path(a), Path(b)) for a, b in journal):
+            if not staged.exists():
+                continue
             target.parent.mkdir(parents=True, exist_ok=True)
             if staged.is_dir():  # a folder output: the new one replaces the old whole (no stale files left)
                 replace_dir(staged, target)
@@ -58,11 +110,28 @@ class Staging:
                 os.replace(staged, target)
 
 
+def recover_staging(root: Path) -> list[Path]:
+    """The staging folders in `root` of processes that are gone: a committing one's moves are finished, then every
+    such folder is removed. The folders recovered."""
+    found = []
+    for folder in sorted(root.glob(f"{STAGING}*")):
+        pid = _owner(folder.name, STAGING)
+        if pid is None or not process_gone(pid):
+            continue
+        journal = folder / JOURNAL
+        if journal.is_file():
+            Staging.replay(json.loads(journal.read_text()))
+        shutil.rmtree(folder, ignore_errors=True)
+        found.append(folder)
+    return found
+
+
 @contextlib.contextmanager
 def staged_outputs(root: Path) -> Iterator[Staging]:
     """Stage outputs under `root` (same file system, so the final moves are renames); commit them only on success."""
     root.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    recover_staging(root)
+    folder = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-", dir=root))
     try:
         staging = Staging(folder)
         yield staging

@@ -22,7 +22,7 @@ from cnnlab.tracking.epochs import EpochsToMlflow
 from cnnlab.tracking.runs import log_keras_model
 from cnnlab.training import backend
 from cnnlab.training.fit import TrainResult, fit, seeded_model
-from cnnlab.training.precision import policy_name
+from cnnlab.training.precision import float32_copy, policy_name
 from cnnlab.util.files import staged_outputs, write_json, write_text, write_with
 
 log = logging.getLogger("cnnlab.train")
@@ -139,7 +139,7 @@ def train_and_save(
         staged_outputs(paths.root) as out,
     ):
         result = trainer([EpochsToMlflow()])
-        model = result.model
+        model = float32_copy(result.model)  # what is saved, logged and evaluated never depends on the trainer's machine
         metrics = summary_metrics(result)
         mlflow.log_metrics({f"final_{k}": float(v) for k, v in metrics.items()})
         model_path = paths.model(target)
