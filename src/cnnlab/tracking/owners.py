@@ -13,6 +13,8 @@ from pathlib import Path
 
 import mlflow
 
+from cnnlab.util.files import process_gone
+
 log = logging.getLogger(__name__)
 
 HOST_TAG, PID_TAG, BOOT_TAG = "cnnlab.owner_host", "cnnlab.owner_pid", "cnnlab.owner_boot_id"
@@ -32,16 +34,6 @@ def owner_tags() -> dict[str, str]:
     return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), BOOT_TAG: boot_id()}
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, as another user's process
-        return True
-    return True
-
-
 def owner_gone(tags: Mapping[str, str]) -> bool:
     """Whether the process that owns a run with these tags is known to be gone: it ran on this machine and
     either the machine has rebooted since or no process has its id. Unknown owners are never gone."""
@@ -50,7 +42,7 @@ def owner_gone(tags: Mapping[str, str]) -> bool:
         return False
     if boot and boot_id() and boot != boot_id():
         return True
-    return int(pid) != os.getpid() and not process_alive(int(pid))
+    return int(pid) != os.getpid() and process_gone(int(pid))
 
 
 def end_stale_runs(experiment_id: str, filter_string: str, keep: str | None = None) -> list[str]:

@@ -48,6 +48,7 @@ JOURNAL = "moves.json"  # in a staging folder: the moves of a commit, written be
 
 
 def process_gone(pid: int) -> bool:
+    """Whether no process has id `pid` (another user's process counts as there)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
