@@ -229,6 +229,7 @@ def test_mlflow_ui_shows_experiment_runs_folds_and_champion(retrained, browser, 
     # The runs table: the experiment, the stage runs, the registered model; the folds under their arm's run.
     page = open_page(browser, f"{url}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning",
                      "crossval@C3")  # fmt: skip
+    page.get_by_text("cnnlab-F0 v3").first.wait_for(timeout=30_000)  # the Models column loads after the runs
     listing = re.sub(r"\s+", " ", page.locator("body").inner_text())
     for shown in ["cnnlab", "train@F0", "evaluate@F0", "crossval@C3", "cnnlab-F0 v3"]:
         assert shown in listing, (shown, listing[:2000])
