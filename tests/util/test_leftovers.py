@@ -7,12 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
 
 from cnnlab.pipeline.stage import Paths
-from cnnlab.util.files import STAGING, atomic_path, remove_stale_temporaries, staged_outputs
+from cnnlab.util.files import STAGING, atomic_path, process_gone, remove_stale_temporaries, staged_outputs
 from helpers.project import ROOT
 
 WRITE_AND_HANG = """
@@ -101,3 +102,17 @@ def test_every_stage_output_lies_in_a_folder_cleaned_before_each_stage() -> None
                 "${key}", "x"
             )
             assert any(path.is_relative_to(folder) for folder in folders), f"{name}: {path}"
+
+
+def test_a_killed_process_not_yet_reaped_by_its_parent_counts_as_gone() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert not process_gone(child.pid)
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not process_gone(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert process_gone(child.pid)  # a zombie: nothing has waited for it, so os.kill(pid, 0) still succeeds
+    finally:
+        child.kill()
+        child.wait()

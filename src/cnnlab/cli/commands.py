@@ -4,6 +4,7 @@ model's layers, report, retrain as CI does."""
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,9 @@ from cnnlab.report.claims import load_claims
 from cnnlab.report.floors import floor_section
 from cnnlab.report.rows import build_rows, markdown
 from cnnlab.report.sections import floor_checks, search_section, study_section
+from cnnlab.tracking.auth import PASSWORD_ENV
 from cnnlab.tracking.runs import ARTIFACTS_DIR, tracking_uri, use_experiment
+from cnnlab.tracking.uris import redact
 from cnnlab.util.errors import UserError
 from cnnlab.util.files import write_text
 from cnnlab.workflows import ci_retrain as retraining
@@ -92,22 +95,15 @@ def ui(args: argparse.Namespace) -> int:
     """`mlflow ui` on this project's tracking store and artifact folder."""
     root = Path.cwd()
     experiment = use_experiment(load_params(args.params).mlflow.experiment_name, root)
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        tracking_uri(root),
-        "--default-artifact-root",
-        (root / ARTIFACTS_DIR).resolve().as_uri(),
-        "--port",
-        str(args.port),
-    ]
-    print("starting:", " ".join(command))
+    command = [sys.executable, "-m", "mlflow", "ui", "--default-artifact-root",
+               (root / ARTIFACTS_DIR).resolve().as_uri(), "--port", str(args.port)]  # fmt: skip
+    # The store's URI may hold a password: it goes in the environment (`ps` shows a command line to everyone)
+    # and is printed without it.
+    store = tracking_uri(root)
+    print("starting:", " ".join(command), f"(backend store {redact(store)})")
     # MLflow 3 opens on its GenAI view; this address goes straight to the training runs.
     print(f"open http://127.0.0.1:{args.port}/#/experiments/{experiment}/runs?workflowType=machine_learning")
-    return subprocess.call(command)
+    return subprocess.call(command, env=os.environ | {"MLFLOW_BACKEND_STORE_URI": store})
 
 
 def predict(args: argparse.Namespace) -> int:
@@ -223,9 +219,16 @@ def retrain(args: argparse.Namespace) -> int:
 
 def server(args: argparse.Namespace) -> int:
     """A team tracking server: mlflow server over PostgreSQL, until interrupted."""
+    from cnnlab.tracking.auth import Logins, read_admin_password
     from cnnlab.tracking.server import serve
 
-    serve(Path(args.folder), args.host, args.port, args.pg_port, args.backend_store_uri)
+    folder = Path(args.folder)
+    logins = None
+    if args.auth:
+        password = read_admin_password(Path(args.admin_password_file) if args.admin_password_file else None)
+        logins = Logins(folder, args.admin_user, password)
+    serve(folder, args.host, args.port, args.pg_port, args.backend_store_uri, logins=logins,
+          allowed_hosts=args.allowed_hosts, workers=args.workers)  # fmt: skip
     return 0
 
 
@@ -293,11 +296,30 @@ def main(argv: list[str] | None = None) -> int:
         "server", help="a team MLflow tracking server: PostgreSQL backend store, proxied artifact root"
     )
     server_parser.add_argument("--folder", default="mlflow-server", help="its PostgreSQL cluster, artifacts, logs")
-    server_parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
+    server_parser.add_argument(
+        "--host", default="127.0.0.1", help="address to serve on; any but loopback needs --auth (0.0.0.0: everywhere)"
+    )
     server_parser.add_argument("--port", type=int, default=5000)
+    server_parser.add_argument("--workers", type=int, help="mlflow server's worker processes (default: MLflow's, 4)")
     server_parser.add_argument("--pg-port", type=int, default=5433, help="port of the folder's PostgreSQL cluster")
     server_parser.add_argument(
-        "--backend-store-uri", help="an existing database instead (postgresql+psycopg://user:password@host/db)"
+        "--backend-store-uri",
+        help="an existing database instead, without its password (postgresql+psycopg://user@host/db; the password "
+        "in ?passfile=PATH, $PGPASSFILE or $PGPASSWORD)",
+    )
+    server_parser.add_argument(
+        "--auth", action="store_true", help="require logins (MLflow's basic-auth app; other users get READ)"
+    )
+    server_parser.add_argument("--admin-user", default="admin", help="the admin's user name (default admin)")
+    server_parser.add_argument(
+        "--admin-password-file",
+        metavar="PATH",
+        help=f"the admin's password, needed on the first --auth start (or set ${PASSWORD_ENV}; never an argument)",
+    )
+    server_parser.add_argument(
+        "--allowed-hosts",
+        help="Host headers to accept as clients send them, comma-separated, * wildcards (mlflow.example.org:5000); "
+        "default: localhost and private addresses",
     )
     server_parser.set_defaults(run=server)
     args = parser.parse_args(argv)

@@ -55,7 +55,16 @@ def process_gone(pid: int) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    return _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether `pid` has exited and waits only to be reaped by its parent (Linux; False elsewhere)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] == "Z"  # the state follows the command name, which may hold spaces
 
 
 def _owner(name: str, mark: str) -> int | None:

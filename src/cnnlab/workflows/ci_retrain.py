@@ -18,6 +18,7 @@ from cnnlab.catalog.datasets import DATASETS
 from cnnlab.params import Params, load_params
 from cnnlab.tracking.registry import CHAMPION
 from cnnlab.tracking.runs import tracking_uri
+from cnnlab.tracking.uris import redact
 from cnnlab.util.errors import UserError
 from cnnlab.util.files import write_text
 
@@ -52,12 +53,13 @@ class Outcome:
 
 def dvc(args: list[str], root: Path, *, capture: bool = False) -> str:
     """Run `dvc ...` in `root` (the interpreter's own DVC), its output streamed unless captured."""
-    print("$ dvc", " ".join(args), flush=True)
+    shown_args = redact(" ".join(args))  # a remote URL may hold a password; CI logs are read by many
+    print("$ dvc", shown_args, flush=True)
     done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, text=True,
                           stdout=subprocess.PIPE if capture else None)  # fmt: skip
     if done.returncode != 0:
-        shown = f":\n{done.stdout}" if capture and done.stdout else " (its output is above)"
-        raise RetrainError(f"`dvc {' '.join(args)}` failed with exit code {done.returncode}{shown}")
+        shown = f":\n{redact(done.stdout)}" if capture and done.stdout else " (its output is above)"
+        raise RetrainError(f"`dvc {shown_args}` failed with exit code {done.returncode}{shown}")
     return done.stdout or ""
 
 

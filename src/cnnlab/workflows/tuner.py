@@ -34,6 +34,7 @@ from cnnlab.params import Tune
 from cnnlab.tracking.epochs import EpochsToMlflow
 from cnnlab.tracking.owners import owner_gone
 from cnnlab.tracking.runs import child_runs
+from cnnlab.tracking.uris import redact
 from cnnlab.training.hypermodel import SearchHyperModel
 from cnnlab.util.files import combined_hash, write_json
 
@@ -234,8 +235,9 @@ def find_chief_run(experiment_id: str, fingerprint: str, wait_seconds: float = 1
         if alive:
             return alive[0].info.run_id
         if time.monotonic() > waited_until:
+            uri = redact(mlflow.get_tracking_uri())
             raise RuntimeError(
-                f"no running chief of this search in MLflow ({mlflow.get_tracking_uri()}) after {wait_seconds:.0f} s: "
+                f"no running chief of this search in MLflow ({uri}) after {wait_seconds:.0f} s: "
                 "start the chief first, give every worker the chief's params, data and code, and point "
                 "MLFLOW_TRACKING_URI at the same tracking server"
             )
