@@ -9,6 +9,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from helpers.mlflow_store import new_store
 from helpers.project import FASHION_DEBIAN, MIRROR, require
 
 
@@ -33,8 +34,29 @@ def fashion(fashion_dir: Path) -> dict:
 @pytest.fixture(autouse=True)
 def private_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test writes its MLflow runs to its own SQLite file, never the project's."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)  # an earlier test's set_tracking_uri would otherwise win over the variable
     monkeypatch.delenv("CNNLAB_DATA_MIRROR", raising=False)
     return uri
+
+
+# pytest-xdist gives each worker the next test file in collection order as it frees up: a long file collected
+# last would leave the other worker idle at the end. These run first, the longest first.
+LONGEST_FIRST = [
+    "tests/workflows/test_study_pipeline.py",
+    "tests/workflows/test_retrain.py",
+    "tests/workflows/test_tune.py",
+    "tests/training/test_transfer.py",
+    "tests/project/test_benchmarks.py",
+    "tests/project/test_pipeline.py",
+    "tests/training/test_fast_paths.py",
+    "tests/tracking/test_server_auth.py",
+    "tests/pipeline/test_kill.py",
+    "tests/training/test_training.py",
+]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: place for place, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))  # stable: the rest in order

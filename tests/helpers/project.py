@@ -17,6 +17,8 @@ from types import ModuleType
 import pytest
 import yaml
 
+from helpers.mlflow_store import new_store
+
 ROOT = Path(__file__).resolve().parents[2]
 # CI checks the project out with ../shared beside it; tests read the real data from there.
 MIRROR = ROOT.parent / "shared" / "datasets"
@@ -107,6 +109,7 @@ def copy_project(project: Path, edit: Callable[[dict], None]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CNNLAB_", "DVC_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env["PYTHONPATH"] = str(project / "src")
+    new_store(project / "mlflow.db")  # the stages' default store (git-ignored), migrated already
     run(["git", "init", "-q"], project, env)
     run(["dvc", "init", "-q"], project, env)
     shutil.copytree(ROOT / ".dvc" / "plots", project / ".dvc" / "plots")  # the box plot template

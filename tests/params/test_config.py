@@ -134,10 +134,12 @@ def test_missing_params_file(tmp_path: Path) -> None:
 
 def test_a_stage_with_bad_params_fails_before_loading_data(tmp_path: Path) -> None:
     raw = broken(lambda p: p["experiments"]["F1"].update(epochs=0))
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    project = tmp_path / "project"  # beside the test's own MLflow store
+    project.mkdir()
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
     done = subprocess.run(
         [sys.executable, str(ROOT / "stages" / "train.py"), "F1"],
-        cwd=tmp_path,
+        cwd=project,
         capture_output=True,
         text=True,
         timeout=300,
@@ -145,7 +147,7 @@ def test_a_stage_with_bad_params_fails_before_loading_data(tmp_path: Path) -> No
     assert done.returncode == 2
     assert "experiments.F1.epochs" in done.stderr and "greater than 0" in done.stderr
     assert "Traceback" not in done.stderr
-    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]  # nothing loaded, nothing written
+    assert [p.name for p in project.iterdir()] == ["params.yaml"]  # nothing loaded, nothing written
 
 
 def test_loss_is_chosen_from_the_number_of_classes() -> None:

@@ -18,10 +18,10 @@ from helpers.training import SHIFT_AND_FLIP, train_both
 
 
 def test_grouped_steps_train_as_single_steps(fashion: dict) -> None:
-    # Under the tests' backend (TensorFlow): Keras' own steps_per_execution loop. F3 has dropout and here
+    # Under the tests' backend (TensorFlow): Keras' own steps_per_execution loop. F2 has dropout and here
     # augmentation: their random draws must follow the same sequence too.
     # 700 images / 64: groups of 5, 5 and 1 steps, the last batch smaller
-    one, grouped = train_both("F3", fashion, 5, augmentation=SHIFT_AND_FLIP)
+    one, grouped = train_both("F2", fashion, 5, augmentation=SHIFT_AND_FLIP)
     assert grouped.history == one.history
     for a, b in zip(one.model.get_weights(), grouped.model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -40,7 +40,7 @@ assert keras.backend.backend() == "jax", keras.backend.backend()
 
 fashion = load_idx_folder(__import__("pathlib").Path(sys.argv[2]))
 for augmentation in ({}, SHIFT_AND_FLIP):  # augmented: the random transform draws afresh at every scanned step
-    one, grouped = train_both("F3", fashion, 5, augmentation=augmentation)
+    one, grouped = train_both("F2", fashion, 5, augmentation=augmentation)
     pairs = zip(one.model.get_weights(), grouped.model.get_weights())
     weights = max(float(np.abs(a - b).max()) for a, b in pairs)
     print(json.dumps({"histories": [one.history, grouped.history], "weights": weights}))
@@ -56,7 +56,8 @@ def test_scanned_steps_under_jax_train_as_single_steps(fashion_dir: Path) -> Non
         [sys.executable, "-c", code, str(ROOT / "tests"), str(fashion_dir)], env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    *runs, last = [json.loads(line) for line in done.stdout.strip().splitlines()[-3:]]
+    # F2's recipe stops early and says so when it restores its best weights: only the JSON lines are results
+    *runs, last = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert last["scanned"].startswith("scanned_train_function")  # the scan ran, not Keras' loop
     for out in runs:
         one, grouped = out["histories"]

@@ -1,9 +1,13 @@
-"""Each stage's code dependencies in `dvc.yaml`, computed: the project modules its script imports, directly or
-through others (read from the source, see `cnnlab.lineage.code_digest`).
+"""Each stage script's code manifest: the sha256 of every file of the project code it runs (the script and the
+project modules it imports, directly or through others, read from the source, see `cnnlab.lineage.code_digest`).
 
-A package directory stands for its modules only when every one of them is in the closure; otherwise the files
-are listed. `python -m cnnlab.lineage.code_deps` rewrites the lists in `dvc.yaml` (comments and all else kept);
-`--check` only reports the stages whose lists differ, and exits 1 if any does.
+The pipeline's `code` stage writes one manifest per stage script, `lineage/<script>.txt`, in `sha256sum` format,
+and every other stage depends on its script's manifest instead of on the source files themselves. An edit
+re-runs exactly the stages whose manifest it changes, and `dvc.lock` records one code dependency per stage
+instead of dozens, which keeps DVC's own work per stage small.
+
+`python -m cnnlab.lineage.code_deps` rewrites the manifests that differ; `--check` only reports them, and exits 1
+if any does.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import sys
 from pathlib import Path
 
 from cnnlab.lineage.code_digest import PACKAGE, file_imports, import_closure, module_file
+from cnnlab.util.files import sha256_file, write_text
 
 SOURCE_DIR = f"src/{PACKAGE}"
-SCRIPT = re.compile(r"^\s+cmd: python (stages/\w+\.py)\b")
-STAGE = re.compile(r"^  (\w+):\s*(#.*)?$")  # a stage's name under `stages:`
-CODE_DEP = re.compile(rf"^\s+- {SOURCE_DIR}/")
+SCRIPTS_DIR = "stages"
+MANIFESTS_DIR = "lineage"
+SCRIPT_CMD = re.compile(rf"^python ({SCRIPTS_DIR}/\w+\.py)\b")
 
 
 def script_closure(script: Path, source: Path) -> set[Path]:
@@ -27,69 +32,43 @@ def script_closure(script: Path, source: Path) -> set[Path]:
     return {module_file(module, source) for module in modules}
 
 
-def _python_files(folder: Path) -> set[Path]:
-    return {path for path in folder.rglob("*.py") if "__pycache__" not in path.parts}
+def manifest_path(script: str) -> str:
+    """The manifest of stage script `script` ("stages/train.py" → "lineage/train.txt"), relative to the root."""
+    return f"{MANIFESTS_DIR}/{Path(script).stem}.txt"
 
 
-def covering_deps(files: set[Path], folder: Path) -> list[Path]:
-    """The fewest paths under `folder` that name exactly `files`: a folder whose Python files are all in
-    `files`, else its files and subfolders one by one."""
-    if _python_files(folder) <= files:
-        return [folder]
-    found: list[Path] = []
-    for child in sorted(folder.iterdir()):
-        if child.is_dir() and _python_files(child):
-            found += covering_deps(files, child) if _python_files(child) & files else []
-        elif child in files:
-            found.append(child)
-    return found
+def stage_scripts(root: Path) -> list[str]:
+    """Every stage script, relative to `root`."""
+    return sorted(path.relative_to(root).as_posix() for path in (root / SCRIPTS_DIR).glob("*.py"))
 
 
-def code_deps(script: str, root: Path) -> list[str]:
-    """`dvc.yaml` dependency paths (relative to `root`) for the project code the stage script `script` runs."""
-    source = root / SOURCE_DIR
-    return [path.relative_to(root).as_posix() for path in covering_deps(script_closure(root / script, source), source)]
+def manifest(script: str, root: Path) -> str:
+    """`sha256sum` lines for `script` and the project source files it runs, sorted by path."""
+    closure = script_closure(root / script, root / SOURCE_DIR)
+    paths = [script, *sorted(path.relative_to(root).as_posix() for path in closure)]
+    return "".join(f"{sha256_file(root / path)}  {path}\n" for path in paths)
 
 
-def rewritten(dvc_yaml: str, root: Path) -> tuple[str, list[str]]:
-    """`dvc_yaml` with every stage's code deps replaced by the computed ones (placed after its script's dep),
-    and the names of the stages whose lists changed."""
-    lines, changed = [], []
-    stage, script, old, new = "", "", [], []
-    for line in dvc_yaml.splitlines(keepends=True):
-        if match := STAGE.match(line):
-            stage = match[1]
-        elif match := SCRIPT.match(line):
-            script = match[1]
-        if CODE_DEP.match(line):
-            old.append(line.strip().removeprefix("- "))
-            continue
-        lines.append(line)
-        if script and line.strip() == f"- {script}":
-            indent = line[: len(line) - len(line.lstrip())]
-            new = code_deps(script, root)
-            lines += [f"{indent}- {dep}\n" for dep in new]
-        if line.strip() == "" and (old or new):  # the blank line that ends a stage
-            if old != new:
-                changed.append(stage)
-            old, new, script = [], [], ""
-    if old != new:
-        changed.append(stage)
-    return "".join(lines), changed
+def stale_manifests(root: Path) -> dict[str, str]:
+    """The manifests (path → fresh text) whose file is missing or differs from the code as it is."""
+    fresh = {manifest_path(script): manifest(script, root) for script in stage_scripts(root)}
+    return {
+        path: text for path, text in fresh.items() if not (root / path).is_file() or (root / path).read_text() != text
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cnnlab.lineage.code_deps", description=__doc__)
-    parser.add_argument("--check", action="store_true", help="report the stages whose lists differ; change nothing")
+    parser.add_argument("--check", action="store_true", help="report the manifests that differ; change nothing")
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="the project root (default: here)")
     args = parser.parse_args(argv)
-    path = args.root / "dvc.yaml"
-    text, changed = rewritten(path.read_text(), args.root)
-    if changed and not args.check:
-        path.write_text(text)
+    stale = stale_manifests(args.root)
+    if not args.check:
+        for path, text in stale.items():  # an unchanged manifest keeps its file, so DVC sees no change
+            write_text(args.root / path, text)
     verb = "differ" if args.check else "rewritten"
-    print(f"code deps {verb}: {', '.join(changed)}" if changed else "code deps: every stage's list is exact")
-    return 1 if changed and args.check else 0
+    print(f"code manifests {verb}: {', '.join(sorted(stale))}" if stale else "code manifests: all up to date")
+    return 1 if stale and args.check else 0
 
 
 if __name__ == "__main__":

@@ -88,6 +88,7 @@ class Paths:
             "folds",
             "detections",
             "explain",
+            "lineage",
         ]
         return [self.root / name for name in names]
 
