@@ -26,6 +26,7 @@ KILL_AFTER = 5  # finished trainings of the ablation when it is interrupted
 def tiny_studies(params: dict) -> None:
     params["datasets"] = ["fashion_mnist"]
     params["finetune"]["run"] = []
+    params["tune"] = {}  # tests/project/test_pipeline.py runs the search's stages
     c1 = params["experiments"]["C1"] | {"dataset": "fashion_mnist"}
     params["experiments"] = {"C1": c1 | {"budgets": {"quick": {"epochs": 1, "train_samples": 600}}}}
     tiny = {"epochs": 2, "batch_size": 32, "train_samples": 900, "k": FOLDS}
