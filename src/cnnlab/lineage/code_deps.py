@@ -13,8 +13,10 @@ if any does.
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from cnnlab.lineage.code_digest import PACKAGE, file_imports, import_closure, module_file
@@ -42,16 +44,17 @@ def stage_scripts(root: Path) -> list[str]:
     return sorted(path.relative_to(root).as_posix() for path in (root / SCRIPTS_DIR).glob("*.py"))
 
 
-def manifest(script: str, root: Path) -> str:
+def manifest(script: str, root: Path, digest: Callable[[Path], str] = sha256_file) -> str:
     """`sha256sum` lines for `script` and the project source files it runs, sorted by path."""
     closure = script_closure(root / script, root / SOURCE_DIR)
     paths = [script, *sorted(path.relative_to(root).as_posix() for path in closure)]
-    return "".join(f"{sha256_file(root / path)}  {path}\n" for path in paths)
+    return "".join(f"{digest(root / path)}  {path}\n" for path in paths)
 
 
 def stale_manifests(root: Path) -> dict[str, str]:
     """The manifests (path → fresh text) whose file is missing or differs from the code as it is."""
-    fresh = {manifest_path(script): manifest(script, root) for script in stage_scripts(root)}
+    digest = functools.cache(sha256_file)  # most modules are in most scripts' closures: each file is read once
+    fresh = {manifest_path(script): manifest(script, root, digest) for script in stage_scripts(root)}
     return {
         path: text for path, text in fresh.items() if not (root / path).is_file() or (root / path).read_text() != text
     }

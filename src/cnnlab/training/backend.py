@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -19,26 +19,44 @@ def name() -> str:
     return keras.backend.backend()
 
 
-def device() -> str:
-    """'gpu:<model>' when the backend computes on a GPU, else 'cpu'."""
+class Gpu(NamedTuple):
+    name: str
+    capability: float  # CUDA compute capability, 8.0 and later with bfloat16 arithmetic; 0.0 when not known
+
+
+def first_gpu() -> Gpu | None:
+    """The GPU the backend computes on, or None on a CPU."""
     backend = name()
     if backend == "jax":
         import jax
 
         first = jax.devices()[0]
-        return f"gpu:{first.device_kind}" if first.platform == "gpu" else "cpu"
+        if first.platform != "gpu":
+            return None
+        return Gpu(first.device_kind, float(getattr(first, "compute_capability", 0)))
     if backend == "tensorflow":
         import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")
         if not gpus:
-            return "cpu"
-        return f"gpu:{tf.config.experimental.get_device_details(gpus[0]).get('device_name', gpus[0].name)}"
+            return None
+        details = tf.config.experimental.get_device_details(gpus[0])
+        major, minor = details.get("compute_capability", (0, 0))
+        return Gpu(details.get("device_name", gpus[0].name), major + minor / 10)
     if backend == "torch":
         import torch
 
-        return f"gpu:{torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"
-    return "cpu"
+        if not torch.cuda.is_available():
+            return None
+        major, minor = torch.cuda.get_device_capability(0)
+        return Gpu(torch.cuda.get_device_name(0), major + minor / 10)
+    return None
+
+
+def device() -> str:
+    """'gpu:<model>' when the backend computes on a GPU, else 'cpu'."""
+    gpu = first_gpu()
+    return f"gpu:{gpu.name}" if gpu else "cpu"
 
 
 def share_the_device() -> None:

@@ -32,28 +32,12 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     return set(line.partition(":")[2].split())
 
 
-def gpu_has_bfloat16() -> bool:
-    """Whether the backend's first GPU has bfloat16 arithmetic (compute capability 8.0 or later)."""
-    if backend.name() == "jax":
-        import jax
-
-        first = jax.devices()[0]
-        capability = getattr(first, "compute_capability", "0") if first.platform == "gpu" else "0"
-        return float(capability) >= 8.0
-    if backend.name() == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        details = tf.config.experimental.get_device_details(gpus[0]) if gpus else {}
-        return details.get("compute_capability", (0, 0)) >= (8, 0)
-    return False
-
-
 @functools.cache
 def native_bfloat16() -> bool:
     """Whether this machine computes bfloat16 natively for the backend in use."""
-    if backend.device().startswith("gpu"):
-        return gpu_has_bfloat16()
+    gpu = backend.first_gpu()
+    if gpu is not None:
+        return gpu.capability >= 8.0
     return backend.name() == "tensorflow" and bool(cpu_flags() & set(BF16_CPU_FLAGS))
 
 
