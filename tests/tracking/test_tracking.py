@@ -13,7 +13,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from cnnlab.tracking.runs import stage_run
+from cnnlab.tracking.runs import stage_run, use_experiment
 from cnnlab.training.fit import StopOnSignal
 from cnnlab.util.signals import stops_at_safe_points
 
@@ -87,6 +87,23 @@ def test_a_stage_run_is_tagged_with_its_targets_kind_and_own_budget(tmp_path: Pa
         assert tags[tag] == target, (stage_name, target)
         assert tags["budget"] == ("quick" if tag in ("dataset", "detect_job") else "full"), (stage_name, target)
         assert tag == "dataset" or "dataset" not in tags, (stage_name, target)
+
+
+def test_an_experiment_created_by_another_process_after_the_lookup_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tuner's chief and workers start together: each may find no experiment, and all but one lose the insert."""
+    first = use_experiment("cnnlab", tmp_path)
+    lookup = mlflow.get_experiment_by_name
+    calls: list[str] = []
+
+    def missed_once(name: str) -> object:
+        calls.append(name)
+        return None if len(calls) == 1 else lookup(name)
+
+    monkeypatch.setattr(mlflow, "get_experiment_by_name", missed_once)
+    assert use_experiment("cnnlab", tmp_path) == first
+    assert len(calls) == 2
 
 
 def test_interrupted_run_is_failed_even_if_end_run_breaks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

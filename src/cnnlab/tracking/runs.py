@@ -49,9 +49,16 @@ def use_experiment(name: str, root: Path) -> str:
     remote = mlflow.get_tracking_uri().startswith(("http://", "https://", "databricks"))
     location = None if remote else (root / ARTIFACTS_DIR).resolve().as_uri()
     # Without this tag MLflow 3's UI opens the experiment on its GenAI view, not on the training runs.
-    return mlflow.create_experiment(
-        name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: "custom_model_development"}
-    )
+    try:
+        return mlflow.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: "custom_model_development"}
+        )
+    except mlflow.exceptions.MlflowException:
+        # Tuner workers and parallel stages start together: another process may have created it since the lookup.
+        found = mlflow.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def git_state(root: Path) -> tuple[str, bool]:
