@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The README's pictures of "Seeing inside the network": the explain stages of F1, C2 and D5 on the quick budget
+# The pictures of docs/explain.md: the explain stages of F1, C2 and D5 on the quick budget
 # (each runs its model's chain first if that is not up to date), then one picture of each kind into docs/images/;
-# and the MLflow UI's run comparison of "Retraining in CI", as tests/workflows/test_retrain.py's headless Chromium sees it.
+# and the MLflow UI's run comparison of docs/ci.md, as tests/workflows/test_retrain.py's headless Chromium sees it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck disable=SC1091

@@ -1,9 +1,13 @@
-"""Shared fixtures: the offline data mirror, Fashion-MNIST, a private MLflow store per test.
+"""Shared fixtures: the offline data mirror, Fashion-MNIST, a private MLflow store per test, a folder on HTTP.
 
 Only fixtures live here; the helpers the tests share are in the `helpers` package beside this file."""
 
 from __future__ import annotations
 
+import functools
+import http.server
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -39,6 +43,21 @@ def private_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     mlflow.set_tracking_uri(uri)  # an earlier test's set_tracking_uri would otherwise win over the variable
     monkeypatch.delenv("CNNLAB_DATA_MIRROR", raising=False)
     return uri
+
+
+@pytest.fixture
+def http_folder(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A folder served over HTTP on 127.0.0.1 (no test touches the internet)."""
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
 
 
 # pytest-xdist gives each worker the next test file in collection order as it frees up: a long file collected

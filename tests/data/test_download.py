@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
+import dataclasses
+import hashlib
+import logging
 import shutil
-import threading
-from collections.abc import Iterator
+import socket
 from pathlib import Path
 
 import mlflow
 import pytest
 import yaml
 
-from cnnlab.catalog.datasets import DATASETS, IDX_NAMES
+from cnnlab.catalog.datasets import DATASETS, IDX_NAMES, DatasetSpec
+from cnnlab.data import progress
 from cnnlab.data.download import MIRROR_ENV, ChecksumError, DataUnavailableError, Source, candidate_sources, fetch
 from cnnlab.params import parse_params
 from cnnlab.pipeline.stage import Paths
@@ -22,30 +23,16 @@ from helpers.project import ROOT, load_stage
 FASHION, MNIST = DATASETS["fashion_mnist"], DATASETS["mnist"]
 
 
-@pytest.fixture
-def http_folder(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A folder served over HTTP on 127.0.0.1 (no test touches the internet)."""
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *args: None  # type: ignore[method-assign]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
-
-
 def test_sources_are_tried_in_the_documented_order(monkeypatch: pytest.MonkeyPatch) -> None:
     sources = candidate_sources(FASHION, path=Path("/p"), mirror=Path("/m"), debian_dir=Path("/d"), online=True)
     assert [s.kind for s in sources] == ["path", "mirror", "debian", "online"]
     assert sources[1].location == "/m/fashion_mnist"
     monkeypatch.setenv(MIRROR_ENV, "/env-mirror")
     assert candidate_sources(MNIST, mirror=Path("/m"))[0] == Source("mirror", "/env-mirror/mnist")
-    # Debian ships Fashion-MNIST only; the cats vs dogs subset has no single canonical download
+    # Debian ships Fashion-MNIST only; every data set has an online source (cats vs dogs: the PetImages archive)
     assert "debian" not in [s.kind for s in candidate_sources(MNIST, debian_dir=Path("/d"))]
-    assert [s.kind for s in candidate_sources(DATASETS["cats_vs_dogs"], online=True)] == ["mirror"]
+    assert [s.kind for s in candidate_sources(DATASETS["cats_vs_dogs"], online=True)] == ["mirror", "online"]
+    assert all(spec.online is not None for spec in DATASETS.values())
 
 
 def test_mirror_copy_is_verified_and_recorded(mirror: Path, tmp_path: Path) -> None:
@@ -83,6 +70,26 @@ def test_no_source_names_every_source_tried(tmp_path: Path) -> None:
     for source in sources:
         assert source.location in message
     assert "data.paths.mnist" in message and MIRROR_ENV in message
+    assert message.endswith("To run the stages of the other data sets anyway: `dvc repro --keep-going`.")
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # nothing listens there once the socket closes
+
+
+def test_unreachable_cats_vs_dogs_says_where_to_get_the_archive(tmp_path: Path) -> None:
+    spec = DATASETS["cats_vs_dogs"]
+    with pytest.raises(DataUnavailableError) as error:
+        fetch(spec, candidate_sources(spec, online_base=f"http://127.0.0.1:{closed_port()}/"), tmp_path / "raw")
+    message = str(error.value)
+    assert "Connection refused" in message and "check the network connection" in message
+    assert f"{spec.online_base}kagglecatsanddogs_5340.zip yourself" in message
+    assert "data.paths.cats_vs_dogs" in message and "data.online_base.cats_vs_dogs" in message
+    assert "`dvc repro --keep-going`" in message
+    with pytest.raises(DataUnavailableError, match=r"turn downloads on \(data\.online: true"):
+        fetch(spec, candidate_sources(spec, online=False), tmp_path / "raw")
 
 
 def test_online_download_from_a_local_http_server(fashion_dir: Path, http_folder, tmp_path: Path) -> None:
@@ -92,6 +99,33 @@ def test_online_download_from_a_local_http_server(fashion_dir: Path, http_folder
     fetched = fetch(FASHION, candidate_sources(FASHION, online_base=url, debian_dir=None), tmp_path / "raw")
     assert fetched.source == "online" and fetched.location == url
     assert all((tmp_path / "raw" / name).stat().st_size == (fashion_dir / name).stat().st_size for name in IDX_NAMES)
+
+
+def served_bytes(served: Path, size: int) -> DatasetSpec:
+    """A file of `size` bytes served as MNIST's mnist.npz, and MNIST's spec accepting exactly those bytes."""
+    data = bytes(range(256)) * (size // 256)
+    (served / "mnist.npz").write_bytes(data)
+    layout = dataclasses.replace(MNIST.layouts[1], files={"mnist.npz": frozenset({hashlib.sha256(data).hexdigest()})})
+    return dataclasses.replace(MNIST, layouts=(MNIST.layouts[0], layout))
+
+
+def test_a_download_off_a_terminal_logs_every_tenth(http_folder, tmp_path: Path, caplog, monkeypatch) -> None:
+    served, url = http_folder
+    spec = served_bytes(served, 5 << 20)  # five blocks of 1 MiB
+    monkeypatch.setattr(progress, "on_terminal", lambda: False)
+    with caplog.at_level(logging.INFO, logger="cnnlab.download"):
+        fetch(spec, [Source("online", url)], tmp_path / "raw")
+    lines = [r.getMessage() for r in caplog.records if "mnist.npz:" in r.getMessage()]
+    assert lines == [f"  mnist.npz: {p}% of 5.2 MB" for p in (20, 40, 60, 80, 100)]
+
+
+def test_a_download_on_a_terminal_shows_a_bar(http_folder, tmp_path: Path, capsys, monkeypatch) -> None:
+    served, url = http_folder
+    spec = served_bytes(served, 3 << 20)
+    monkeypatch.setattr(progress, "on_terminal", lambda: True)
+    fetch(spec, [Source("online", url)], tmp_path / "raw")
+    bar = capsys.readouterr().err
+    assert "mnist.npz: 100%" in bar and "3.00M/3.00M" in bar
 
 
 def test_online_download_with_wrong_bytes_fails_and_leaves_nothing(http_folder, tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def test_a_65_byte_decompression_bomb_is_skipped_and_listed(tmp_path: Path) -> N
     source = write(tmp_path / "pets", {**image_tree(), "train/cat/bomb.png": bomb_png()})
     result = loaders.load_image_folder(source, (8, 8), resize=True, workers=1)
     assert "more than 40 megapixels" in skipped_reasons(result)["bomb.png"]
-    assert len(result.splits["train"][1]) == 3  # the other readable training images are all there
+    assert len(result.splits["train"][1]) == 4  # the other readable training images are all there
 
 
 def test_preprocess_counts_and_lists_a_bomb_in_meta_json(tmp_path: Path) -> None:
@@ -51,7 +51,7 @@ def test_preprocess_counts_and_lists_a_bomb_in_meta_json(tmp_path: Path) -> None
     load_stage("download").main(params, paths, "pets")
     load_stage("preprocess").main(params, paths, "pets")
     meta = json.loads((paths.prepared("pets") / "meta.json").read_text())
-    assert meta["skipped_count"] == 3  # the bomb, and own_tree's corrupt and greyscale files
+    assert meta["skipped_count"] == 2  # the bomb, and own_tree's corrupt file (its greyscale one is converted)
     assert any(entry["file"].endswith("bomb.png") and "megapixels" in entry["reason"] for entry in meta["skipped"])
 
 
@@ -97,7 +97,7 @@ def test_a_90_megapixel_image_is_refused_from_its_header_without_memory(tmp_path
     kind, growth = peak_growth_mib(huge, 40)
     assert kind == "str" and growth < 20
     kind, growth = peak_growth_mib(huge, 100)  # under a higher limit it is decoded: the probe sees that
-    assert kind == "ndarray" and growth > 80
+    assert kind == "tuple" and growth > 80  # (the image, its colour conversion)
 
 
 def zip_of(path: Path, members: dict[str, bytes]) -> Path:
@@ -126,7 +126,7 @@ def test_zip_members_over_the_size_or_ratio_limit_are_skipped_unread(
     assert "(data.limits.max_compression_ratio)" in reasons["zeros.png"]
     assert "3.0 MiB, over the limit of 2" in reasons["noise.png"]
     assert not [name for name in read if "zeros" in name or "noise" in name]
-    assert len(result.splits["train"][1]) == 3
+    assert len(result.splits["train"][1]) == 4  # image_tree()'s three colour images and its greyscale one
 
 
 def test_the_limits_have_their_documented_defaults() -> None:

@@ -61,20 +61,21 @@ def test_real_mnist_idx_matches_the_official_order(mirror: Path) -> None:
 def check_tree_result(result, resized: bool) -> None:
     assert result.classes == ["cat", "dog"]
     x_train, y_train = result.splits["train"]
-    assert x_train.shape == (3, 8, 8, 3) and x_train.dtype == np.uint8
-    assert y_train.tolist() == [0, 0, 1]
+    assert x_train.shape == (4, 8, 8, 3) and x_train.dtype == np.uint8
+    assert y_train.tolist() == [0, 0, 1, 1]  # grey.png is a dog, converted to colour
     assert x_train[0, 0, 0].tolist() == [255, 0, 0]
+    assert x_train[3, 0, 0].tolist() == [128, 128, 128]
     reasons = {Path(s["file"]).name: s["reason"] for s in result.skipped}
     assert "unreadable" in reasons["broken.jpg"]
-    assert "mode L" in reasons["grey.png"]
-    assert "cmyk.jpg" not in reasons
+    assert "grey.png" not in reasons and "cmyk.jpg" not in reasons
+    assert [(Path(c["file"]).name, c["conversion"]) for c in result.converted] == [("grey.png", "greyscale to colour")]
     if resized:
         assert len(result.splits["test"][1]) == 4 and "big.png" not in reasons
     else:
         assert len(result.splits["test"][1]) == 3 and "16x16" in reasons["big.png"]
 
 
-def test_image_folder_skips_corrupt_and_greyscale(tmp_path: Path) -> None:
+def test_image_folder_skips_corrupt_images_and_converts_greyscale(tmp_path: Path) -> None:
     for name, data in image_tree().items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(data)

@@ -42,15 +42,17 @@ def test_own_images_go_through_download_and_preprocess(tmp_path: Path, as_zip: b
     meta = json.loads((paths.prepared("pets") / "meta.json").read_text())
     assert meta["classes"] == ["cat", "dog"]
     assert meta["image_shape"] == [8, 8, 3]
-    assert meta["counts"] == {"train": 9, "test": 4}  # 9 readable training images
+    assert meta["counts"] == {"train": 10, "test": 4}  # 10 readable training images, grey.png made colour
     train, val = training_splits(paths.prepared("pets"), 0.5, params.seed, stratify=True)
-    assert (len(train[1]), len(val[1])) == (4, 5)  # the experiment holds out half, stratified
-    assert sorted(Path(s["file"]).name for s in meta["skipped"]) == ["broken.jpg", "grey.png"]
+    assert (len(train[1]), len(val[1])) == (5, 5)  # the experiment holds out half, stratified
+    assert sorted(Path(s["file"]).name for s in meta["skipped"]) == ["broken.jpg"]
+    assert [(Path(c["file"]).name, c["conversion"]) for c in meta["converted"]] == [("grey.png", "greyscale to colour")]
     runs = mlflow.search_runs(experiment_names=["cnnlab"], order_by=["start_time ASC"])
     assert runs["tags.stage"].tolist() == ["download", "preprocess"]
     assert runs["tags.mlflow.runName"].tolist() == ["download@pets", "preprocess@pets"]
     assert runs["tags.dataset"].tolist() == ["pets", "pets"]
-    assert runs["metrics.skipped_images"].tolist()[1] == 2
+    assert runs["metrics.skipped_images"].tolist()[1] == 1
+    assert runs["metrics.converted_images"].tolist()[1] == 1
     with np.load(paths.prepared("pets") / "test.npz") as test:
         assert test["x"].shape == (4, 8, 8, 3) and test["x"].dtype == np.uint8
 

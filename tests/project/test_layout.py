@@ -1,4 +1,4 @@
-"""The package layout the README draws: small modules, and dependencies that point one way, down the layers;
+"""The package layout docs/architecture.md draws: small modules, and dependencies that point one way, down the layers;
 and the tests' layout that mirrors it: one folder per package, shared helpers in tests/helpers only."""
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from helpers.project import copy_project, run
+from helpers.project import GIT, copy_project, run
 
 pytestmark = pytest.mark.slow  # whole-pipeline runs: the full suite, not the inner loop
 
@@ -186,3 +186,45 @@ def test_searched_model_is_retrained_and_evaluated_through_dvc(repro) -> None:
     )
     assert sorted(trials["tags.mlflow.runName"]) == ["T1/trial_0", "T1/trial_1"]
     assert by_name["evaluate@T1"]["tags.search"] == "T1"
+
+
+def queue_idle(project: Path, env: dict) -> str:
+    """`dvc queue status` once no experiment is queued or running (within 10 minutes)."""
+    deadline = time.monotonic() + 600
+    while True:
+        status = run(["dvc", "queue", "status"], project, env).stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            return status
+        assert time.monotonic() < deadline, f"the queue did not finish in 10 minutes:\n{status}"
+        time.sleep(2)
+
+
+def test_queued_experiments_run_two_at_once_into_the_projects_store(repro) -> None:
+    """`dvc exp run --queue` runs each experiment in a copy under .dvc/tmp/exps, and `dvc queue start -j 2` two at
+    a time: every stage run lands FINISHED in the project's own store, none in a copy, with no lock error."""
+    project, env = repro[0], repro[1]
+    env = env | {k: "t" for k in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME")}
+    env |= {k: "t@t" for k in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL")}
+    run([*GIT, "add", "-A"], project, env)
+    run([*GIT, "commit", "-qm", "the pipeline's outputs"], project, env)
+    before = set(stage_runs(project)[1]["run_id"])
+    for samples in (1500, 2000):
+        setting = f"experiments.F1.budgets.quick.train_samples={samples}"
+        run(["dvc", "exp", "run", "--queue", "-S", setting, "evaluate@F1"], project, env)
+    run(["dvc", "queue", "start", "-j", "2"], project, env)
+    status = queue_idle(project, env)
+    assert status.count("Success") == 2, status
+    logs = "".join(run(["dvc", "queue", "logs", name], project, env).stdout for name in experiment_names(status))
+    assert "database is locked" not in logs
+    runs = stage_runs(project)[1]
+    new = runs[~runs["run_id"].isin(before)]
+    assert sorted(new["tags.mlflow.runName"]) == ["evaluate@F1", "evaluate@F1", "train@F1", "train@F1"]
+    assert set(new["status"]) == {"FINISHED"}
+    trained = new[new["tags.mlflow.runName"] == "train@F1"]
+    assert sorted(trained["metrics.final_train_samples"].astype(int)) == [1500, 2000]
+    assert not list((project / ".dvc" / "tmp").rglob("mlflow.db"))
+
+
+def experiment_names(status: str) -> list[str]:
+    """The experiment names of `dvc queue status`'s table (its second column)."""
+    return [line.split()[1] for line in status.splitlines() if "Success" in line]

@@ -24,7 +24,7 @@ RUNTIME, DEV, PIP = ROOT / "requirements.lock", ROOT / "requirements-dev.lock", 
 LOCKS = [RUNTIME, DEV, PIP]
 SETUP = ROOT / "scripts" / "setup.sh"
 PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)((?:\s+--hash=sha256:[0-9a-f]{64})+)")
-# Imported by src/cnnlab under KERAS_BACKEND=torch only; no lock installs it (README, "On a GPU").
+# Imported by src/cnnlab under KERAS_BACKEND=torch only; no lock installs it (docs/gpu.md).
 OPTIONAL_BACKENDS = {"torch"}
 
 

@@ -116,7 +116,7 @@ def test_the_report_marks_a_quick_result_under_its_floor_and_no_other(tmp_path: 
     assert "| **below floor 30%** | quick |" in table["| **C1**"]
     assert "| - | full |" in table["| **M2**"]
     csv_rows = to_csv(rows).splitlines()
-    assert csv_rows[0].endswith(",floor,below_floor,difference")
+    assert csv_rows[0].endswith(",floor,own,dataset,model,val_accuracy,below_floor,difference")
     assert [line.split(",")[-2] for line in csv_rows[1:]] == ["False", "True", "False"]
 
     arms = {line.split(" | ")[0]: line for line in study_section(params, CLAIMS, tmp_path).splitlines()}

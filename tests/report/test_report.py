@@ -74,11 +74,18 @@ def test_a_parameter_count_unlike_the_seeds_is_flagged(tmp_path: Path) -> None:
     assert "our model has 88,546" in build_rows(params, claims, tmp_path)[0].notes
 
 
-def test_an_experiment_without_a_claim_is_a_clear_error(tmp_path: Path) -> None:
-    params = load_params(ROOT / "params.yaml")
-    claims = Claims(experiments={})
-    with pytest.raises(ParamsError, match=r"claims\.yaml has no entry for C1, C2"):
-        build_rows(params, claims, tmp_path)
+def test_an_experiment_without_a_claim_is_one_of_yours_in_its_own_table(tmp_path: Path) -> None:
+    params, claims = two_experiments()
+    claims = Claims(experiments={k: v for k, v in claims.experiments.items() if k != "C1"})  # C1 as if it were yours
+    write_metrics(tmp_path, "C1", {"val_accuracy": 0.61, "params": 890410, "budget": "full"}, {"test_accuracy": 0.6})
+    rows = build_rows(params, claims, tmp_path)
+    assert [(r.id, r.own) for r in rows] == [("F1", False), ("C1", True), ("M2", False)]
+    text = markdown(rows, claims, "Report")
+    seeds, own = text.split("## Your experiments")
+    assert "| **F1** |" in seeds and "| **M2** |" in seeds and "**C1**" not in seeds
+    c1 = next(line for line in own.splitlines() if line.startswith("| **C1** |"))
+    assert "cifar10 | C1 | 61.00% | 60.00% |" in c1 and "890,410" in c1
+    assert to_csv(rows).splitlines()[2].startswith("C1,,,test_accuracy,,0.6,0.6,full")  # no seed, no claim
 
 
 def test_bad_claims_file_names_the_problem(tmp_path: Path) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import pytest
+
+from cnnlab.catalog.datasets import DATASETS
 from cnnlab.params import load_params
 from cnnlab.workflows import ci_retrain as retraining
 from helpers.project import ROOT
@@ -21,8 +25,13 @@ def test_registration_is_turned_off_in_place_with_comments_kept(tmp_path: Path) 
     assert load_params(params).mlflow.register_model is False and load_params(project).mlflow.register_model
 
 
-def test_online_only_leaves_out_the_chains_of_data_sets_without_an_online_source() -> None:
+def test_online_only_leaves_out_the_chains_of_data_sets_without_an_online_source(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     params = load_params(ROOT / "params.yaml")
+    assert retraining.offline_datasets(params) == set()  # every built-in data set has an online source
+    offline = dataclasses.replace(DATASETS["cats_vs_dogs"], online_base=None)
+    monkeypatch.setitem(DATASETS, "cats_vs_dogs", offline)
     assert retraining.offline_datasets(params) == {"cats_vs_dogs"}
     kept = retraining.online_stages(ROOT, params)
     assert {"download@cifar10", "train@F1", "crossval@C3", "tune@T1", "explain@M3"} <= set(kept)

@@ -4,6 +4,7 @@ A data set can be stored in more than one layout (the mirror keeps MNIST as IDX
 files, the online source as one .npz); each layout lists its files and the
 sha256 of every copy known to be good (Debian re-packs Fashion-MNIST's gzip
 files, so their bytes differ from the official ones although the images agree).
+A layout whose archive is too large to keep names the file its cut goes into.
 """
 
 from __future__ import annotations
@@ -15,8 +16,16 @@ from dataclasses import dataclass, field
 class Layout:
     """One way a data set's files are stored, and how to read them."""
 
-    format: str  # "idx-gz" | "mnist-npz" | "image-zip" | "cifar-python"
+    format: str  # "idx-gz" | "mnist-npz" | "image-zip" | "cifar-python" | "petimages-zip"
     files: dict[str, frozenset[str]]  # file name -> accepted sha256 digests
+    sizes: dict[str, int] = field(default_factory=dict)  # file name -> bytes where published, checked first
+    # An archive too large to keep whole: the raw folder holds this file, a subset cut from it, instead.
+    cut: str | None = None
+
+    @property
+    def kept(self) -> tuple[str, ...]:
+        """The files this layout leaves in a data set's raw folder."""
+        return (self.cut,) if self.cut else tuple(self.files)
 
 
 @dataclass(frozen=True)
@@ -26,7 +35,7 @@ class DatasetSpec:
     image_shape: tuple[int, int, int]  # height, width, channels after preprocessing
     layouts: tuple[Layout, ...]
     mirror_dir: str  # folder name inside the local mirror
-    online_base: str | None = None  # canonical download folder (None: no public single-file source)
+    online_base: str | None = None  # canonical download folder (None: no public source)
     online_layout: int = 0  # index into layouts of what online_base serves
     debian: bool = False  # shipped by Debian's dataset-fashion-mnist package
     has_validation_split: bool = False  # the archive ships its own validation split
@@ -125,19 +134,32 @@ CIFAR10 = DatasetSpec(
     online_layout=1,
 )
 
+PETIMAGES_ZIP = "kagglecatsanddogs_5340.zip"
+
 CATS_VS_DOGS = DatasetSpec(
     name="cats_vs_dogs",
     classes=("cats", "dogs"),
     image_shape=(150, 150, 3),
     layouts=(
+        # The mirror's copy: the book's subset of Kaggle's competition archive, 200x200 JPEGs.
         Layout(
             "image-zip",
             {"cats_vs_dogs_small.zip": _digests("f0d9930c66ad1d3226b3a5772bc165303dd11fb60c3703d98f768556b71176ff")},
         ),
+        # Microsoft's public copy of the Kaggle archive (the one Keras's example downloads): PetImages/{Cat,Dog}/N.jpg.
+        # The raw folder keeps a cut of it in the mirror's layout (cnnlab.data.petimages). Size and sha256 as
+        # published in huggingface/datasets, datasets/cats_vs_dogs/dataset_infos.json ("download_checksums"), and
+        # the same sha256 in gomlx/gomlx, examples/dogsvscats/dogsvscats.go (DownloadChecksum).
+        Layout(
+            "petimages-zip",
+            {PETIMAGES_ZIP: _digests("b7974bd00a84a99921f36ee4403f089853777b5ae8d151c76a86e64900334af9")},
+            sizes={PETIMAGES_ZIP: 824_887_076},
+            cut="cats_vs_dogs_petimages.zip",
+        ),
     ),
     mirror_dir="cats_vs_dogs",
-    # The book's subset is cut from Kaggle's 800 MB archive; there is no single canonical file.
-    online_base=None,
+    online_base="https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/",
+    online_layout=1,
     has_validation_split=True,
     binary=True,
 )

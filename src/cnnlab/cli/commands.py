@@ -4,6 +4,7 @@ model's layers, report, retrain as CI does."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -13,8 +14,10 @@ from pydantic import ValidationError
 
 from cnnlab.catalog.datasets import DATASETS
 from cnnlab.catalog.networks import MODELS
+from cnnlab.cli.edit import register as register_edits
+from cnnlab.cli.folders import check_own_data
+from cnnlab.cli.shell import add_version_and_completion
 from cnnlab.detect.darknet import DarknetFileError
-from cnnlab.nets.predict import PredictInputError
 from cnnlab.params import BUDGETS, DetectSettings, load_params
 from cnnlab.report.chart import claims_chart
 from cnnlab.report.claims import load_claims
@@ -30,9 +33,10 @@ from cnnlab.workflows import ci_retrain as retraining
 
 
 def check(args: argparse.Namespace) -> int:
-    """Validate params.yaml (and claims.yaml) and say what `dvc repro` would run."""
+    """Validate params.yaml (and claims.yaml), say what `dvc repro` would run, and look at your own image folders
+    (exit 2 if one is unusable)."""
     params = load_params(args.params)
-    load_claims(Path(args.params).parent / "claims.yaml")
+    claims = load_claims(Path(args.params).parent / "claims.yaml")
     print(f"params OK: data sets {', '.join(params.datasets)}; {len(params.experiments)} experiments:")
     for exp_id in params.experiments:
         target = params.target(exp_id)
@@ -78,7 +82,7 @@ def check(args: argparse.Namespace) -> int:
         where = "" if job_id in params.detect.run else " (not in detect.run: `dvc repro` skips it)"
         print(f"  {job_id:10} detect with {job.cfg.name} at {job.input_size}, score > {job.score_threshold}, "
               f"NMS {job.nms_threshold}{where}")  # fmt: skip
-    return 0
+    return check_own_data(params, claims, Path(args.params).resolve().parent)  # 2 if a folder of yours is unusable
 
 
 def show(args: argparse.Namespace) -> int:
@@ -108,13 +112,13 @@ def ui(args: argparse.Namespace) -> int:
 
 def predict(args: argparse.Namespace) -> int:
     """Top classes of each image, and optionally a bar chart of the first image's probabilities."""
-    from cnnlab.nets.predict import load_classes, load_model, predict
+    from cnnlab.nets.predict import predict
     from cnnlab.plots.predictions import probability_bars
+    from cnnlab.workflows.serving import load_served
 
-    model_path = _model_path(args.model)
-    model = load_model(model_path)
-    classes = load_classes(model_path, model.output_shape[-1])  # a card that does not fit fails before predicting
-    results = predict(model, [Path(p) for p in args.images], resize=args.resize)
+    served = load_served(args.model, Path.cwd())  # a card that does not fit fails before predicting
+    classes = served.classes
+    results = predict(served.model, [Path(p) for p in args.images], resize=args.resize)
     for result in results:
         ranked = ", ".join(f"{name} {p:.1%}" for name, p in result.top(classes, args.top))
         print(f"{result.path}: {ranked}")
@@ -146,10 +150,9 @@ def detect(args: argparse.Namespace) -> int:
 def layers(args: argparse.Namespace) -> int:
     """A trained model's layers with a backbone's, output shapes, and which ones `explain` can show."""
     from cnnlab.nets.cut import CONVOLUTIONS, last_map_layer, walk
-    from cnnlab.nets.predict import load_model
+    from cnnlab.workflows.serving import load_served
 
-    model_path = _model_path(args.model)
-    model = load_model(model_path)
+    model = load_served(args.model, Path.cwd()).model
     for owner, layer in walk(model):
         shape = layer.output.shape
         mark = "conv" if isinstance(layer, CONVOLUTIONS) else ""
@@ -162,12 +165,17 @@ def layers(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_path(model: str) -> Path:
-    """An experiment id (models/<id>.keras) or a .keras file, which must exist."""
-    path = Path(model) if Path(model).suffix else Path("models") / f"{model}.keras"
-    if not path.is_file():
-        raise PredictInputError(f"{path}: no such model; train it with `dvc repro` or pass a .keras file")
-    return path
+def serve(args: argparse.Namespace) -> int:
+    """A page and a JSON API on loopback that classify dropped images and show their Grad-CAM."""
+    from cnnlab.workflows.serve_app import check_host, server
+    from cnnlab.workflows.serving import load_served
+
+    check_host(args.host)  # before the model loads
+    running = server(load_served(args.model, Path.cwd()), args.host, args.port, args.max_upload_mb, args.top)
+    print(f"serving {args.model} on http://{args.host}:{running.server_port}/ (API: POST /api/predict); Ctrl-C stops")
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it stops
+        running.serve_forever()
+    return 0
 
 
 def report(args: argparse.Namespace) -> int:
@@ -207,9 +215,13 @@ def tune(args: argparse.Namespace) -> int:
 def retrain(args: argparse.Namespace) -> int:
     """What the retrain workflow runs: pull, repro, push, the diff against a base revision, the promotions."""
     root = Path(args.params).resolve().parent
-    outcome = retraining.retrain(root, base=args.base, budget=args.budget, targets=args.targets,
-                                 remote_url=args.remote_url, pull=not args.no_pull, push=not args.no_push,
-                                 register=not args.no_register, online_only=args.online_only)  # fmt: skip
+    try:
+        outcome = retraining.retrain(root, base=args.base, budget=args.budget, targets=args.targets,
+                                     remote_url=args.remote_url, pull=not args.no_pull, push=not args.no_push,
+                                     register=not args.no_register, online_only=args.online_only)  # fmt: skip
+    except retraining.StepFailed as exc:  # a failure, not bad input: exit 1, DVC's own output is above
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     retraining.publish(retraining.summary(outcome), Path(args.summary) if args.summary else None)
     if args.commit_to:
         committed = retraining.commit_results(root, args.commit_to, retraining.commit_message(outcome))
@@ -232,22 +244,33 @@ def server(args: argparse.Namespace) -> int:
     return 0
 
 
+MODEL_HELP = "an experiment id (models/<id>.keras), a .keras file, or an MLflow model URI (models:/cnnlab-F1@champion)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cnnlab", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="path to params.yaml")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("check", help="validate params.yaml").set_defaults(run=check)
     commands.add_parser("list", help="experiments, models and data sets").set_defaults(run=show)
+    register_edits(commands)  # add-data, add-experiment
     ui_parser = commands.add_parser("ui", help="open the MLflow UI on this project's runs")
     ui_parser.add_argument("--port", type=int, default=5000)
     ui_parser.set_defaults(run=ui)
     predict_parser = commands.add_parser("predict", help="classify image files with a trained model")
-    predict_parser.add_argument("model", help="an experiment id (models/<id>.keras) or a .keras file")
+    predict_parser.add_argument("model", help=MODEL_HELP)
     predict_parser.add_argument("images", nargs="+", help="image files")
     predict_parser.add_argument("--top", type=int, default=3, help="how many classes to show (default 3)")
     predict_parser.add_argument("--chart", help="save a bar chart of the first image's class probabilities here")
     predict_parser.add_argument("--resize", action="store_true", help="resize images to the model's input size")
     predict_parser.set_defaults(run=predict)
+    serve_parser = commands.add_parser("serve", help="a web page and JSON API on 127.0.0.1 that classify images")
+    serve_parser.add_argument("model", help=MODEL_HELP)
+    serve_parser.add_argument("--host", default="127.0.0.1", help="loopback only: the page has no login")
+    serve_parser.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free one")
+    serve_parser.add_argument("--top", type=int, default=5, help="how many classes to show (default 5)")
+    serve_parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request (default 20 MB)")
+    serve_parser.set_defaults(run=serve)
     detect_parser = commands.add_parser("detect", help="detect objects with a Darknet YOLO model (OpenCV DNN)")
     detect_parser.add_argument("--cfg", required=True, help="the model's Darknet cfg (yolov3.cfg)")
     detect_parser.add_argument("--weights", required=True, help="its trained weights (yolov3.weights)")
@@ -259,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     detect_parser.add_argument("--nms-threshold", type=float, default=0.4, help="NMS overlap (IoU) above which (0.4)")
     detect_parser.set_defaults(run=detect)
     layers_parser = commands.add_parser("layers", help="a trained model's layers (for params' explain section)")
-    layers_parser.add_argument("model", help="an experiment id (models/<id>.keras) or a .keras file")
+    layers_parser.add_argument("model", help=MODEL_HELP)
     layers_parser.set_defaults(run=layers)
     tune_parser = commands.add_parser(
         "tune",
@@ -322,9 +345,10 @@ def main(argv: list[str] | None = None) -> int:
         "default: localhost and private addresses",
     )
     server_parser.set_defaults(run=server)
-    args = parser.parse_args(argv)
+    add_version_and_completion(parser, commands)
+    args = parser.parse_args(argv)  # a usage error exits 2
     try:
         return args.run(args)
-    except UserError as exc:
+    except UserError as exc:  # bad input, a usage error too: one line, exit 2; any other error is a crash, exit 1
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,5 +1,5 @@
 """Readers for the formats data sets come in: IDX, Keras' mnist.npz, CIFAR's python batches,
-and folders or zips of `<split>/<class>/<image>` files.
+and folders or zips of `<split>/<class>/<image>` or `<class>/<image>` files (see `layouts`).
 
 Every reader returns uint8 images shaped (n, height, width, channels) and int64 labels.
 """
@@ -25,21 +25,17 @@ import numpy as np
 from numpy.typing import DTypeLike
 from PIL import Image, UnidentifiedImageError
 
+from cnnlab.data.errors import DataFormatError
+from cnnlab.data.layouts import CLASS_LAYOUT, IMAGE_SUFFIXES, SPLIT_NAMES, Listing, classify, draw_splits
 from cnnlab.data.splits import Arrays
-from cnnlab.params import ImageLimits
-from cnnlab.util.errors import UserError
+from cnnlab.params import CustomSplit, ImageLimits
 from cnnlab.util.images import ImageTooLarge, opened
 
 log = logging.getLogger(__name__)
 
-SPLIT_NAMES = {"train": "train", "validation": "val", "val": "val", "test": "test"}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+__all__ = ["IMAGE_SUFFIXES", "SPLIT_NAMES", "DataFormatError"]  # still importable from here
 DECODE_CHUNK = 2_000  # images per task of the decoding processes
 _IDX_DTYPES: dict[int, DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-class DataFormatError(UserError, ValueError):
-    """A file does not hold what its format promises."""
 
 
 def load_idx(path: Path | str) -> np.ndarray:
@@ -123,6 +119,8 @@ class ImageFolderResult:
     splits: dict[str, Arrays]
     classes: list[str]
     skipped: list[dict[str, str]] = field(default_factory=list)
+    converted: list[dict[str, str]] = field(default_factory=list)  # file, and "greyscale to colour" or back
+    layout: str = ""
 
 
 SYMLINK = "is a symbolic link: refused, it could point outside the data set"
@@ -141,29 +139,23 @@ def folder_files(source: Path) -> tuple[list[str], list[dict[str, str]]]:
     return sorted(names), sorted(refused, key=lambda entry: entry["file"])
 
 
-def _listing(source: Path) -> tuple[list[tuple[str, str, str]], list[dict[str, str]]]:
-    """(name, split, class) of every image file below `source` (a zip or a folder), sorted by name, and the
-    entries refused without being read (symbolic links)."""
-
-    def locate(parts: tuple[str, ...]) -> tuple[str, str] | None:
-        # <anything>/<split>/<class>/<file>: the split is the third part from the end
-        if len(parts) >= 3 and parts[-3].lower() in SPLIT_NAMES and Path(parts[-1]).suffix.lower() in IMAGE_SUFFIXES:
-            return SPLIT_NAMES[parts[-3].lower()], parts[-2]
-        return None
-
-    refused: list[dict[str, str]] = []
+def listing(source: Path) -> Listing:
+    """The layout of a zip or folder and (name, split, class) of every image file below it, sorted by name; the
+    entries refused without being read (symbolic links, absolute or `..` names) are in `refused`."""
     if source.is_file() and zipfile.is_zipfile(source):
         with zipfile.ZipFile(source) as archive:
             names = sorted(info.filename for info in archive.infolist() if not info.is_dir())
+        refused: list[dict[str, str]] = []
     elif source.is_dir():
         names, refused = folder_files(source)
     else:
-        raise DataFormatError(f"{source}: neither a folder nor a zip of <split>/<class>/<image> files")
-    found = ((name, locate(Path(name).parts)) for name in names)
-    return [(name, *where) for name, where in found if where], refused
+        raise DataFormatError(f"{source}: neither a folder nor a zip of <split>/<class>/<image> or <class>/<image>")
+    found = classify(names, str(source))
+    found.refused = sorted([*refused, *found.refused], key=lambda entry: entry["file"])
+    return found
 
 
-def _over_limits(size: int, packed: int | None, limits: ImageLimits) -> str | None:
+def over_limits(size: int, packed: int | None, limits: ImageLimits) -> str | None:
     """Why a file of `size` bytes (`packed` in its zip) is not read, or None if it is within the limits."""
     if size > limits.max_member_mib * 2**20:
         return f"is {size / 2**20:.1f} MiB, over the limit of {limits.max_member_mib:g} (data.limits.max_member_mib)"
@@ -181,27 +173,35 @@ def _read(source: Path, names: list[str], limits: ImageLimits) -> Iterator[bytes
     if source.is_dir():
         for name in names:
             path = source / name
-            yield _over_limits(path.stat().st_size, None, limits) or path.read_bytes()
+            yield over_limits(path.stat().st_size, None, limits) or path.read_bytes()
         return
     with zipfile.ZipFile(source) as archive:
         for name in names:
             info = archive.getinfo(name)
-            yield _over_limits(info.file_size, info.compress_size, limits) or archive.read(info)
+            yield over_limits(info.file_size, info.compress_size, limits) or archive.read(info)
 
 
-def _decode(
-    data: bytes | str, size: tuple[int, int], channels: int, resize: bool, megapixels: float
-) -> np.ndarray | str:
-    """The image as a uint8 array, or the reason it cannot be used (`data` itself when it is one already)."""
+GREYSCALE_MODES = ("1", "L", "LA", "La", "I", "I;16", "F")
+Decoded = tuple[np.ndarray, str | None] | str  # (the image, how its colours were converted) or why it is skipped
+
+
+def conversion(mode: str, channels: int) -> str | None:
+    """How an image of Pillow `mode` is converted for a data set of `channels` (None: it fits as it is)."""
+    grey = mode in GREYSCALE_MODES
+    if channels == 3 and grey:
+        return "greyscale to colour"
+    return "colour to greyscale" if channels == 1 and not grey else None
+
+
+def _decode(data: bytes | str, size: tuple[int, int], channels: int, resize: bool, megapixels: float) -> Decoded:
+    """The image as a uint8 array and its colour conversion, or the reason it cannot be used (`data` itself when
+    it is one already)."""
     if isinstance(data, str):
         return data
     try:
         with opened(data, megapixels) as img:
             img.load()
-            mode = img.mode
-            colour = ("RGB", "RGBA", "P", "CMYK", "YCbCr")  # all convert losslessly enough to RGB
-            if (channels == 3 and mode not in colour) or (channels == 1 and mode not in ("L", "1")):
-                return f"has mode {mode}, expected {'RGB' if channels == 3 else 'greyscale'}"
+            converted = conversion(img.mode, channels)
             picture = img.convert("RGB" if channels == 3 else "L")
             if picture.size != (size[1], size[0]):
                 if not resize:
@@ -214,12 +214,12 @@ def _decode(
         return "unreadable (not an image format Pillow knows)"
     except (OSError, SyntaxError, ValueError) as exc:
         return f"unreadable ({type(exc).__name__}: {exc})"
-    return array if channels == 3 else array[..., None]
+    return (array if channels == 3 else array[..., None]), converted
 
 
 def _decode_all(
     files: list[bytes | str], size: tuple[int, int], channels: int, resize: bool, megapixels: float
-) -> list[np.ndarray | str]:
+) -> list[Decoded]:
     return [_decode(data, size, channels, resize, megapixels) for data in files]
 
 
@@ -231,7 +231,7 @@ def _decoded(
     resize: bool,
     workers: int,
     limits: ImageLimits,
-) -> Iterator[np.ndarray | str]:
+) -> Iterator[Decoded]:
     """Each file of `names` decoded, in order: in chunks over `workers` processes where there is enough to share.
 
     This process reads the files (a zip's directory is parsed once) and the workers decode them.
@@ -259,34 +259,53 @@ def load_image_folder(
     resize: bool = False,
     workers: int | None = None,
     limits: ImageLimits | None = None,
+    split: CustomSplit | None = None,
 ) -> ImageFolderResult:
-    """Load `<split>/<class>/<image>` from a folder or a zip, decoding on `workers` processes (default: every core).
+    """Load `<split>/<class>/<image>` or `<class>/<image>` from a folder or a zip, decoding on `workers` processes
+    (default: every core); a `<class>/<image>` folder is split by `split` (stratified, seeded).
 
     Unreadable images, images of the wrong shape, files over `limits` and symbolic links are skipped, and each
-    is listed with its reason (never a crash half way, never silently).
+    is listed with its reason (never a crash half way, never silently); greyscale images of a colour set are
+    converted to colour (and back for a greyscale set), and each is listed.
     """
     source, limits = Path(source), limits or ImageLimits()
-    listing, skipped = _listing(source)
-    for entry in skipped:
-        log.warning("skipped %s: %s", entry["file"], entry["reason"])
-    images: dict[str, list[np.ndarray]] = {}
-    names: dict[str, list[str]] = {}
+    found = listing(source)
+    if found.errors:
+        more = f" (and {len(found.errors) - 3} more: `cnnlab check` lists them)" if len(found.errors) > 3 else ""
+        raise DataFormatError("; ".join(found.errors[:3]) + more)
+    if found.layout == CLASS_LAYOUT and split is None:
+        raise DataFormatError(f"{source}: a folder of {CLASS_LAYOUT} needs split fractions (data.custom.<name>.split)")
+    skipped = list(found.refused)
+    for refused in skipped:
+        log.warning("skipped %s: %s", refused["file"], refused["reason"])
+    images: list[np.ndarray] = []
+    kept: list[tuple[str, str | None, str]] = []
+    converted: list[dict[str, str]] = []
     workers = workers or os.cpu_count() or 1
-    decoded = _decoded(source, [n for n, _, _ in listing], image_size, channels, resize, workers, limits)
-    for (name, split, cls), image in zip(listing, decoded, strict=True):
+    decoded = _decoded(source, [n for n, _, _ in found.images], image_size, channels, resize, workers, limits)
+    for entry, image in zip(found.images, decoded, strict=True):
         if isinstance(image, str):
-            skipped.append({"file": name, "reason": image})
-            log.warning("skipped %s: %s", name, image)
+            skipped.append({"file": entry[0], "reason": image})
+            log.warning("skipped %s: %s", entry[0], image)
             continue
-        images.setdefault(split, []).append(image)
-        names.setdefault(split, []).append(cls)
+        images.append(image[0])
+        kept.append(entry)
+        if image[1]:
+            converted.append({"file": entry[0], "conversion": image[1]})
     if not images:
-        raise DataFormatError(f"{source}: no readable images found under <split>/<class>/ (splits: train, val, test)")
-    classes = sorted({c for cs in names.values() for c in cs})
+        raise DataFormatError(f"{source}: no readable images found under <split>/<class>/ or <class>/")
+    classes = sorted({cls for _, _, cls in kept})
     index = {c: i for i, c in enumerate(classes)}
-    splits = {
-        split: (np.stack(images[split]), np.array([index[c] for c in names[split]], dtype=np.int64)) for split in images
-    }
+    labels = np.array([index[cls] for _, _, cls in kept], dtype=np.int64)
+    if found.layout == CLASS_LAYOUT:
+        assert split is not None
+        where = list(draw_splits(labels, classes, split, str(source)))
+    else:
+        where = [s for _, s, _ in kept]
+    rows = {name: [i for i, s in enumerate(where) if s == name] for name in dict.fromkeys(where)}
+    splits = {name: (np.stack([images[i] for i in r]), labels[r]) for name, r in rows.items()}
     if skipped:
         log.warning("%d image(s) skipped in %s", len(skipped), source)
-    return ImageFolderResult(splits, classes, skipped)
+    for kind in sorted({c["conversion"] for c in converted}):
+        log.info("%d image(s) converted %s in %s", sum(c["conversion"] == kind for c in converted), kind, source)
+    return ImageFolderResult(splits, classes, skipped, converted, found.layout)

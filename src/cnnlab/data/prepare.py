@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from cnnlab.catalog.datasets import DATASETS
-from cnnlab.data import loaders
+from cnnlab.data import loaders, petimages
 from cnnlab.data.download import verify
 from cnnlab.data.splits import Arrays, stratified_split
 from cnnlab.params import CustomDataset, ImageLimits
@@ -23,6 +23,7 @@ class Prepared:
     splits: dict[str, Arrays]
     classes: list[str]
     skipped: list[dict[str, str]] = field(default_factory=list)
+    converted: list[dict[str, str]] = field(default_factory=list)  # greyscale made colour (or back), and which
 
 
 def read_raw(
@@ -34,14 +35,17 @@ def read_raw(
         source = raw_dir
         if fmt == "image-zip":
             (source,) = sorted(raw_dir.glob("*.zip"))
-        result = loaders.load_image_folder(source, custom.image_size, custom.channels, resize=True, limits=limits)
+        result = loaders.load_image_folder(
+            source, custom.image_size, custom.channels, resize=True, limits=limits, split=custom.split
+        )
         missing = {"train", "test"} - set(result.splits)
         if missing:
             raise loaders.DataFormatError(
                 f"{dataset}: no {' and no '.join(sorted(missing))} split found; the images must be laid out as "
-                "<split>/<class>/<image> with splits train and test (and optionally val)"
+                "<split>/<class>/<image> with splits train and test (and optionally val), or as <class>/<image> "
+                "without split folders (cut by data.custom.<name>.split)"
             )
-        return Prepared(result.splits, result.classes, result.skipped)
+        return Prepared(result.splits, result.classes, result.skipped, result.converted)
     spec = DATASETS[dataset]
     classes = list(spec.classes)
     for layout in (lay for lay in spec.layouts if lay.format == fmt):  # nothing is read before it is verified
@@ -53,15 +57,31 @@ def read_raw(
         return Prepared(loaders.load_mnist_npz(raw_dir / "mnist.npz"), classes)
     if fmt == "cifar-python":
         return Prepared(loaders.load_cifar_python(raw_dir / "cifar-10-python.tar.gz"), classes)
-    if fmt == "image-zip":
-        (archive,) = [raw_dir / n for lay in spec.layouts if lay.format == fmt for n in lay.files]
+    if fmt in ("image-zip", petimages.CUT_FORMAT):
+        if fmt == petimages.CUT_FORMAT:
+            archive = verified_cut(raw_dir)
+        else:
+            (archive,) = [raw_dir / n for lay in spec.layouts if lay.format == fmt for n in lay.files]
         height, width, channels = spec.image_shape
         resize = spec.has_validation_split
         result = loaders.load_image_folder(archive, (height, width), channels, resize=resize, limits=limits)
         if result.classes != classes:
             raise loaders.DataFormatError(f"{archive}: class folders {result.classes} differ from {classes}")
-        return Prepared(result.splits, classes, result.skipped)
+        return Prepared(result.splits, classes, result.skipped, result.converted)
     raise loaders.DataFormatError(f"{dataset}: no reader for format {fmt!r}")
+
+
+def verified_cut(raw_dir: Path) -> Path:
+    """The cut the download stage made into `raw_dir`, checked against the sha256 it recorded then (in
+    `<raw_dir>.source.json`): the catalogue pins the archive a cut comes from, not the cut, whose bytes depend
+    on the JPEG encoder."""
+    record = raw_dir.with_name(f"{raw_dir.name}.source.json")
+    if not record.is_file():
+        fix = f"run the download stage first (`dvc repro download@{raw_dir.name}`)"
+        raise FileNotFoundError(f"{record} not found: {fix}")
+    ((name, digest),) = json.loads(record.read_text())["files"].items()
+    verify(raw_dir / name, frozenset({digest}), label=f"{raw_dir / name} (recorded in {record})")
+    return raw_dir / name
 
 
 def with_validation(prepared: Prepared, validation: float | str, seed: int, stratify: bool = True) -> Prepared:
@@ -138,4 +158,6 @@ def describe(prepared: Prepared, dataset: str) -> dict[str, Any]:
         },
         "skipped_count": len(prepared.skipped),
         "skipped": prepared.skipped,
+        # Only where images were converted: the built-in sets' meta.json, and what depends on it, stay as they were.
+        **({"converted_count": len(prepared.converted), "converted": prepared.converted} if prepared.converted else {}),
     }

@@ -76,16 +76,21 @@ def load_classes(model_path: Path, num_outputs: int) -> list[str]:
 
 def load_image(path: Path, input_shape: tuple[int, int, int], resize: bool = False) -> np.ndarray:
     """The image as the model takes it (pixel values as float32), or a PredictInputError that says why not."""
-    height, width, channels = input_shape
     if not path.is_file():
         raise PredictInputError(f"{path}: no such file")
+    return decode_image(path, str(path), input_shape, resize)
+
+
+def decode_image(source: Path | bytes, name: str, input_shape: tuple[int, int, int], resize: bool) -> np.ndarray:
+    """`load_image` of a file or of bytes received (an upload); `name` labels the errors."""
+    height, width, channels = input_shape
     try:
-        with opened(path) as img:  # a decompression bomb is refused from its header
+        with opened(source) as img:  # a decompression bomb is refused from its header
             picture = img.convert("L" if channels == 1 else "RGB")
             if picture.size != (width, height):
                 if not resize:
                     raise PredictInputError(
-                        f"{path}: image is {picture.size[0]}x{picture.size[1]} but the model takes {width}x{height}; "
+                        f"{name}: image is {picture.size[0]}x{picture.size[1]} but the model takes {width}x{height}; "
                         "resize it first, or pass --resize"
                     )
                 picture = picture.resize((width, height), Image.Resampling.BILINEAR)
@@ -93,9 +98,9 @@ def load_image(path: Path, input_shape: tuple[int, int, int], resize: bool = Fal
     except PredictInputError:
         raise
     except ImageTooLarge as exc:
-        raise PredictInputError(f"{path}: {exc}") from None
+        raise PredictInputError(f"{name}: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise PredictInputError(f"{path}: not an image file that can be read ({exc})") from None
+        raise PredictInputError(f"{name}: not an image file that can be read ({exc})") from None
     return array[..., None] if channels == 1 else array
 
 

@@ -50,6 +50,7 @@ from cnnlab.params.search import (
 )
 from cnnlab.params.sections import (
     CustomDataset,
+    CustomSplit,
     Data,
     Detect,
     DetectJob,
@@ -98,6 +99,7 @@ __all__ = [
     "Callbacks",
     "CrossvalStudy",
     "CustomDataset",
+    "CustomSplit",
     "Data",
     "Detect",
     "DetectJob",

@@ -11,12 +11,31 @@ from pydantic import AfterValidator, Field, ValidationError, field_validator, mo
 from cnnlab.params.base import PositiveInt, Strict, check_run_list
 
 
+class CustomSplit(Strict):
+    """How a folder of `<class>/<image>` (no split folders) is cut: these fractions of every class (stratified),
+    drawn with `seed`. A folder of `<split>/<class>/<image>` keeps its own splits and ignores this."""
+
+    test: float = Field(0.2, gt=0, lt=1)
+    validation: float = Field(0.1, ge=0, lt=1)  # 0: each experiment holds out its own `validation` of train
+    seed: int = 42  # the split's random_state (`cnnlab add-data` writes params' `seed` here)
+
+    @model_validator(mode="after")
+    def _leaves_training_images(self) -> CustomSplit:
+        if self.test + self.validation >= 1:
+            raise ValueError(f"test + validation is {self.test + self.validation:g}: their sum must be below 1")
+        return self
+
+
 class CustomDataset(Strict):
-    """A user's own images: a folder or zip of `<split>/<class>/*.jpg|png`."""
+    """A user's own images: a folder or zip of `<split>/<class>/<image>` or `<class>/<image>` (.jpg, .png, ...).
+
+    Images are resized to `image_size`; a greyscale image in a colour set (channels 3) is converted to colour,
+    and a colour one in a greyscale set (channels 1) to greyscale, and counted."""
 
     path: Path
     image_size: tuple[PositiveInt, PositiveInt]
     channels: Literal[1, 3] = 3
+    split: CustomSplit = CustomSplit()
 
 
 class ImageLimits(Strict):

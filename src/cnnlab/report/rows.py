@@ -1,5 +1,6 @@
 """The experiments' table: one row per registered experiment, its claim beside what the pipeline measured,
-as Markdown and as CSV."""
+as Markdown and as CSV. An experiment without a claim in claims.yaml is one of your own: it gets a table of its
+own, "Your experiments", with what the pipeline measured."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cnnlab.params import Params, ParamsError
+from cnnlab.params import Params
 from cnnlab.report.cells import _count, _device, _percent, _signed
 from cnnlab.report.claims import Claim, Claims
 from cnnlab.report.floors import FloorCheck, floor_cell, quick_floor
@@ -34,6 +35,10 @@ class Row:
     params_measured: int | None
     notes: str
     floor: float | None = None  # its quick-budget floor on test accuracy; None off the quick budget
+    own: bool = False  # one of your experiments: no claim in claims.yaml
+    dataset: str = ""
+    model: str = ""
+    val_accuracy: float | None = None
 
     @property
     def floor_check(self) -> FloorCheck | None:
@@ -56,49 +61,50 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _notes(claim: Claim, claims: Claims, train: dict) -> str:
-    notes = [claim.note] if claim.note else []
+def _notes(claim: Claim | None, claims: Claims, train: dict) -> str:
+    notes = [claim.note] if claim and claim.note else []
     if not train:
         return " ".join([*notes, "Not run yet: `dvc repro` runs it."])
     data_note = claims.data_notes.get(train.get("dataset", ""), {}).get(train.get("data_format", ""))
     if data_note:
         notes.append(data_note)
-    if claim.params is not None and claim.params != train["params"]:
+    if claim and claim.params is not None and claim.params != train["params"]:
         notes.append(f"Parameter count differs: the seed prints {claim.params:,}, our model has {train['params']:,}.")
     return " ".join(notes)
 
 
 def build_rows(params: Params, claims: Claims, metrics_root: Path) -> list[Row]:
-    """One row per registered experiment, in registry order; experiments without a claim are named in an error."""
-    unclaimed = sorted(set(params.experiments) - set(claims.experiments))
-    if unclaimed:
-        raise ParamsError(
-            f"claims.yaml has no entry for {', '.join(unclaimed)}: add what the seed claims (or text: none)"
-        )
+    """One row per registered experiment, in registry order; one without a claim is one of yours (`own`)."""
     rows = []
     for exp_id in params.experiments:
-        claim = claims.experiments[exp_id]
+        claim = claims.experiments.get(exp_id)
         train = _read(metrics_root / exp_id / "train.json")
         evaluate = _read(metrics_root / exp_id / "evaluate.json")
         scores = {**train, **evaluate}
+        metric = claim.metric if claim else "test_accuracy"
+        recipe = params.experiments[exp_id]
         rows.append(
             Row(
                 id=exp_id,
-                seed=claim.seed,
-                claim_text=claim.text,
-                metric=claim.metric,
-                claimed=claim.claim,
-                measured=scores.get(claim.metric),
+                seed=claim.seed if claim else "",
+                claim_text=claim.text if claim else "",
+                metric=metric,
+                claimed=claim.claim if claim else None,
+                measured=scores.get(metric),
                 test_accuracy=scores.get("test_accuracy"),
                 budget=train.get("budget", "-"),
                 epochs=f"{train['kept_epoch']}/{train['epochs_run']}" if train else "-",
                 train_samples=train.get("train_samples"),
                 train_seconds=train.get("train_seconds"),
                 device=_device(train),
-                params_claimed=claim.params,
+                params_claimed=claim.params if claim else None,
                 params_measured=train.get("params"),
                 notes=_notes(claim, claims, train),
                 floor=quick_floor(params, "experiments", exp_id, train.get("budget")),
+                own=claim is None,
+                dataset=recipe.dataset,
+                model=recipe.model,
+                val_accuracy=train.get("val_accuracy"),
             )
         )
     return rows
@@ -129,8 +135,9 @@ def markdown(rows: list[Row], claims: Claims, title: str, preface: str = "", sec
     lines = [f"# {title}", ""]
     if preface:
         lines += [preface, ""]
-    lines += [table_row(header), "|" + "---|" * len(header)]
-    for r in rows:
+    seeds = [r for r in rows if not r.own]
+    lines += [table_row(header), "|" + "---|" * len(header)] if seeds else []
+    for r in seeds:
         params = f"{_count(r.params_claimed)} / {_count(r.params_measured)}"
         seconds = "-" if r.train_seconds is None else f"{r.train_seconds:.0f} s"
         cells = [
@@ -140,11 +147,28 @@ def markdown(rows: list[Row], claims: Claims, title: str, preface: str = "", sec
             *(seconds, r.device, params, r.notes),
         ]
         lines.append(table_row(cells))
+    lines += ["", own_section([r for r in rows if r.own])] if any(r.own for r in rows) else []
     lines += [line for section in sections for line in ("", section.rstrip())]
     if claims.seed_mistakes:
         lines += ["", "## Mistakes in the seeds that we did not copy", ""]
         lines += [f"- {mistake}" for mistake in claims.seed_mistakes]
     return "\n".join(lines) + "\n"
+
+
+def own_section(rows: list[Row]) -> str:
+    """Your experiments (none has a claim in claims.yaml): what the pipeline measured."""
+    header = ["id", "data set", "model", "validation acc.", "test acc.", "quick floor", "budget", "epochs kept/run",
+              "train images", "train time", "device", "params", "notes"]  # fmt: skip
+    lines = ["## Your experiments", "", "Experiments of your own (no claim in `claims.yaml`): what the pipeline "
+             "measured on your data.", "", table_row(header), "|" + "---|" * len(header)]  # fmt: skip
+    for r in rows:
+        seconds = "-" if r.train_seconds is None else f"{r.train_seconds:.0f} s"
+        lines.append(table_row([
+            f"**{r.id}**", r.dataset, r.model, _percent(r.val_accuracy), _percent(r.test_accuracy),
+            floor_cell(_row_checks(r)), r.budget, r.epochs, _count(r.train_samples), seconds, r.device,
+            _count(r.params_measured), r.notes,
+        ]))  # fmt: skip
+    return "\n".join(lines)
 
 
 def to_csv(rows: list[Row]) -> str:

@@ -212,7 +212,7 @@ def transfer_section(params: Params, claims: Claims, rows: list[Row], metrics_ro
             lines.append([
                 r.id, scratch.model, "from scratch", scratch.dataset, _count(r.train_samples), r.epochs.split("/")[-1],
                 _percent(r.measured if r.metric == "val_accuracy" else None), _percent(r.test_accuracy),
-                floor_cell(_row_checks(r)), f"{r.claim_text} ({r.seed})",
+                floor_cell(_row_checks(r)), f"{r.claim_text} ({r.seed})" if not r.own else "-",
                 "-" if r.train_seconds is None else f"{r.train_seconds:.0f} s", r.budget, r.device,
             ])  # fmt: skip
     intro = (

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     import keras
     import numpy as np
 
+    from cnnlab.tracking.cards import ModelCard
+
 CHAMPION = "champion"
 
 
@@ -80,10 +82,12 @@ def record(client: mlflow.MlflowClient, name: str, version: str, decision: Decis
 
 
 def register_evaluated(model: keras.Model, model_id: str, test_images: np.ndarray, test_labels: np.ndarray,
-                       test_hash: str, accuracy: float, margin: float) -> tuple[str, Decision]:  # fmt: skip
-    """Log the evaluated `model` (in the active run) as a new version of cnnlab-<id>; it becomes champion only if
-    it beats the current champion, scored on the same test set (the images with sha256 `test_hash`), by
-    `margin`. The run gets the decision as metrics and tags; returns the new version and the decision."""
+                       test_hash: str, accuracy: float, margin: float,
+                       card: ModelCard | None = None) -> tuple[str, Decision]:  # fmt: skip
+    """Log the evaluated `model` (in the active run, with its `card` in its metadata) as a new version of
+    cnnlab-<id>; it becomes champion only if it beats the current champion, scored on the same test set (the
+    images with sha256 `test_hash`), by `margin`. The run gets the decision as metrics and tags; returns the new
+    version and the decision."""
     from cnnlab.tracking.runs import log_keras_model
     from cnnlab.training.evaluation import predict_classes  # Keras: only when a model is registered, not for `retrain`
 
@@ -97,7 +101,8 @@ def register_evaluated(model: keras.Model, model_id: str, test_images: np.ndarra
             return float((predict_classes(mlflow.keras.load_model(uri), test_images) == test_labels).mean())
 
         champion = champion_score(client, name, current, test_hash, rescore)
-    info = log_keras_model(model, test_images[:4], registered_model_name=name)
+    metadata = card.metadata() if card is not None else None
+    info = log_keras_model(model, test_images[:4], registered_model_name=name, metadata=metadata)
     decision = decide(accuracy, champion, margin)
     version = str(info.registered_model_version)
     record(client, name, version, decision, test_hash)

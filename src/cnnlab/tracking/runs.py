@@ -23,7 +23,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
-from mlflow.models import infer_signature
+from mlflow.models import Model, infer_signature
 from mlflow.models.model import ModelInfo
 
 from cnnlab.tracking.owners import end_stale_runs, owner_tags
@@ -35,8 +35,25 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 BACKEND_PACKAGES = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
 
 
+# Where DVC runs an experiment outside the workspace (`dvc exp run --temp`, `--queue`): <project>/.dvc/tmp/exps/<copy>
+EXPERIMENT_COPIES = (".dvc", "tmp", "exps")
+# SQLite's wait for another writer's lock, in seconds: queued experiments (`dvc queue start -j N`) write at once.
+SQLITE_BUSY_TIMEOUT = 60
+
+
+def store_root(root: Path) -> Path:
+    """The project whose store and artifacts a stage at `root` uses: `root`, or for an experiment DVC runs in a
+    temporary copy, the project it copied, so that its runs are not lost with the copy."""
+    parts = root.resolve().parts
+    for i in range(len(parts) - len(EXPERIMENT_COPIES)):
+        if parts[i : i + len(EXPERIMENT_COPIES)] == EXPERIMENT_COPIES:
+            return Path(*parts[:i])
+    return root
+
+
 def tracking_uri(root: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    database = (store_root(root) / "mlflow.db").resolve()
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{database}?timeout={SQLITE_BUSY_TIMEOUT}"
 
 
 def use_experiment(name: str, root: Path) -> str:
@@ -47,7 +64,7 @@ def use_experiment(name: str, root: Path) -> str:
         return found.experiment_id
     # A tracking server stores artifacts where it was told to (--artifacts-destination); a local store, here.
     remote = mlflow.get_tracking_uri().startswith(("http://", "https://", "databricks"))
-    location = None if remote else (root / ARTIFACTS_DIR).resolve().as_uri()
+    location = None if remote else (store_root(root) / ARTIFACTS_DIR).resolve().as_uri()
     # Without this tag MLflow 3's UI opens the experiment on its GenAI view, not on the training runs.
     try:
         return mlflow.create_experiment(
@@ -183,10 +200,15 @@ def model_requirements(backend: str) -> list[str]:
 
 
 def log_keras_model(model: Any, sample: np.ndarray, **kwargs: Any) -> ModelInfo:
-    """Log `model` to the active run as "model", its signature read from a prediction on `sample`."""
+    """Log `model` to the active run as "model", its signature read from a prediction on `sample`: Keras' flavor,
+    whose pyfunc (`mlflow models serve`) answers with the class names of `metadata` (tracking.classifier)."""
     import keras  # here, not at the top: the data stages log no model and do without Keras
 
+    from cnnlab.tracking import classifier
+
     sample = sample.astype(np.float32)
-    signature = infer_signature(sample, model.predict(sample, verbose=0))
+    names = classifier.class_names(kwargs.get("metadata"), model.output_shape[-1])
+    signature = infer_signature(sample, classifier.ranked(np.asarray(model.predict(sample, verbose=0)), names))
     requirements = model_requirements(keras.backend.backend())
-    return mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=requirements, **kwargs)
+    logged = {"signature": signature, "pip_requirements": requirements, **kwargs}
+    return Model.log(None, name="model", flavor=classifier, model=model, **logged)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -38,6 +39,14 @@ class TrainResult:
     def at_kept_epoch(self) -> dict[str, float]:
         """The history's metrics at the epoch whose weights were kept."""
         return {name: values[self.kept_epoch] for name, values in self.history.items()}
+
+
+def progress_verbosity() -> int:
+    """Keras' `verbose` for this process's standard output: 1 (a progress bar redrawn in place) on a terminal, 2
+    (one line per epoch) in a log file or pipe, where a redrawn bar would leave thousands of lines. Keras' own
+    "auto" means 1 everywhere."""
+    stream = sys.stdout
+    return 1 if stream is not None and stream.isatty() else 2
 
 
 def best_epoch(values: list[float], monitor: str) -> int:
@@ -157,12 +166,13 @@ def fit(
     num_classes: int,
     seed: int,
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
-    verbose: int = 2,
+    verbose: int | None = None,
     initial_epoch: int = 0,
 ) -> TrainResult:
     """Train `model` (compiled here) and return it with its history (validation metrics only with `validation`).
 
     `initial_epoch` numbers the epochs on from an earlier phase (fine-tuning after the head was trained).
+    `verbose`: Keras' verbosity; None picks it for where the output goes (`progress_verbosity`).
 
     With `checkpoint_best` the weights of the best validation epoch are restored
     at the end, as the seeds' ModelCheckpoint(save_best_only=True) reload does.
@@ -188,7 +198,7 @@ def fit(
                 epochs=initial_epoch + recipe.epochs,
                 initial_epoch=initial_epoch,
                 callbacks=_callbacks(recipe, checkpoint) + (extra_callbacks or []),
-                verbose=verbose,
+                verbose=progress_verbosity() if verbose is None else verbose,
             )
         seconds = time.perf_counter() - started
         if checkpoint.exists():
@@ -204,7 +214,7 @@ def train_fold(
     classes: int,
     seed: int,
     callbacks: list[keras.callbacks.Callback] | None = None,
-    verbose: int = 2,
+    verbose: int | None = None,
 ) -> tuple[dict[str, float], int, float]:
     """Fit a fresh model on a fold's training part only; its kept epoch is scored on the held-out part."""
     model = seeded_model(recipe, train[0].shape[1:], classes, seed)

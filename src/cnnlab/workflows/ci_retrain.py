@@ -29,6 +29,10 @@ class RetrainError(UserError):
     """Something to fix before (or after) retraining; the message says what and how."""
 
 
+class StepFailed(RuntimeError):
+    """A DVC step failed (`dvc repro` among them): not bad input but a failure, `cnnlab retrain` exits 1."""
+
+
 @dataclass(frozen=True)
 class Promotion:
     """One evaluated model's registry decision, read back from its evaluate run."""
@@ -52,14 +56,15 @@ class Outcome:
 
 
 def dvc(args: list[str], root: Path, *, capture: bool = False) -> str:
-    """Run `dvc ...` in `root` (the interpreter's own DVC), its output streamed unless captured."""
+    """Run `dvc ...` in `root` (the interpreter's own DVC), its output streamed unless captured; a failure raises
+    StepFailed."""
     shown_args = redact(" ".join(args))  # a remote URL may hold a password; CI logs are read by many
     print("$ dvc", shown_args, flush=True)
     done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, text=True,
                           stdout=subprocess.PIPE if capture else None)  # fmt: skip
     if done.returncode != 0:
         shown = f":\n{redact(done.stdout)}" if capture and done.stdout else " (its output is above)"
-        raise RetrainError(f"`dvc {shown_args}` failed with exit code {done.returncode}{shown}")
+        raise StepFailed(f"`dvc {shown_args}` failed with exit code {done.returncode}{shown}")
     return done.stdout or ""
 
 
@@ -84,7 +89,7 @@ def use_remote(root: Path, remote_url: str | None) -> str:
         dvc(["remote", "add", "--local", "--force", "--default", REMOTE_NAME, remote_url], root, capture=True)
     try:
         name = dvc(["remote", "default"], root, capture=True).strip()
-    except RetrainError:  # DVC exits 1 when no default is set
+    except StepFailed:  # DVC exits 1 when no default is set
         name = ""
     if not name:
         raise RetrainError(

@@ -13,6 +13,8 @@ from cnnlab.params import Params
 from cnnlab.pipeline import stage
 from cnnlab.plots.base import image_grid
 from cnnlab.plots.confusion import confusion_matrix_png
+from cnnlab.tracking.cards import ModelCard
+from cnnlab.tracking.inputs import TEST, log_prepared_inputs
 from cnnlab.tracking.registry import model_name, register_evaluated
 from cnnlab.tracking.runs import safe_metric_name
 from cnnlab.training.evaluation import evaluate
@@ -56,10 +58,12 @@ def run(params: Params, paths: stage.Paths, exp_id: str) -> None:
     x_test, y_test = load_split(prepared / "test.npz")
     logged = {"experiment": exp_id, "model_file": str(model_path.relative_to(paths.root)), "test_samples": len(y_test)}
     metrics_dir, plots_dir = paths.metrics(exp_id), paths.plots(exp_id)
+    data_hash = paths.data_hash(dataset)
     with (
-        stage.mlflow_run("evaluate", exp_id, params, paths, paths.data_hash(dataset), logged),
+        stage.mlflow_run("evaluate", exp_id, params, paths, data_hash, logged),
         staged_outputs(paths.root) as out,
     ):
+        log_prepared_inputs(meta, data_hash, prepared, [TEST])
         result = evaluate(model, x_test, y_test, classes, target.loss_for(len(classes)))
         metrics = result.metrics()
         mlflow.log_metrics({**metrics, **per_class_metrics(result.per_class, classes)})
@@ -84,7 +88,9 @@ def run(params: Params, paths: stage.Paths, exp_id: str) -> None:
         for path in outputs:
             mlflow.log_artifact(str(path))
         if params.mlflow.log_model and params.mlflow.register_model:
+            card = ModelCard(classes, tuple(x_test.shape[1:]), dataset)  # travels with the registered model
             version, decision = register_evaluated(model, exp_id, x_test, y_test, meta["sha256"]["test"],
-                                                   metrics["test_accuracy"], params.mlflow.promote_margin)  # fmt: skip
+                                                   metrics["test_accuracy"], params.mlflow.promote_margin,
+                                                   card)  # fmt: skip
             log.info("%s: version %s of %s: %s", exp_id, version, model_name(exp_id), decision.reason)
     log.info("%s: test accuracy %.4f, loss %.4f", exp_id, metrics["test_accuracy"], metrics["test_loss"])

@@ -41,9 +41,16 @@ def run(params: Params, paths: stage.Paths, name: str) -> None:
             mlflow.set_tag("data_hash", combined_hash(meta["sha256"].values()))
             mlflow.log_metrics({f"count_{split}": n for split, n in meta["counts"].items()})
             mlflow.log_metric("skipped_images", meta["skipped_count"])
+            mlflow.log_metric("converted_images", meta.get("converted_count", 0))
             mlflow.log_artifact(str(meta_file))
         # A split the data no longer has (an own data set whose val folder was removed) must not survive.
         for stale in out_dir.glob("*.npz"):
             if stale.stem not in prepared.splits:
                 stale.unlink()
-    log.info("%s: %s; %d image(s) skipped", name, meta["counts"], meta["skipped_count"])
+    log.info(
+        "%s: %s; %d image(s) skipped, %d converted",
+        name,
+        meta["counts"],
+        meta["skipped_count"],
+        meta.get("converted_count", 0),
+    )

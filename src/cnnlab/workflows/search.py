@@ -17,7 +17,9 @@ from cnnlab.data.prepare import read_meta, training_splits
 from cnnlab.data.splits import Arrays, subsample
 from cnnlab.params import Params, default_loss
 from cnnlab.pipeline import stage
+from cnnlab.tracking.inputs import TRAINING, VALIDATION, log_prepared_inputs
 from cnnlab.tracking.runs import use_experiment
+from cnnlab.tracking.system import system_metrics
 from cnnlab.training.labels import encode_labels
 from cnnlab.util.files import staged_outputs
 from cnnlab.workflows.search_outputs import (
@@ -83,6 +85,7 @@ def main(params: Params, paths: stage.Paths, search_id: str) -> None:
         staged_outputs(paths.root) as out,
     ):
         mlflow.set_tags({"role": who, **{k: str(getattr(search, k)) for k in BUDGET_KNOBS}})
+        log_prepared_inputs(meta, data_hash, paths.prepared(search.dataset), [TRAINING, VALIDATION])
         tuner = tracked_tuner(search, hypermodel, folder, params.seed, fresh)  # a fresh tuner empties the folder
         state.parent_run_id = run.info.run_id
         state.save()
@@ -91,7 +94,8 @@ def main(params: Params, paths: stage.Paths, search_id: str) -> None:
             discard_unfinished(run.info.run_id, set(tuner.oracle.end_order))
         mlflow.set_tag(FINGERPRINT_TAG, fingerprint)  # workers wait for it: only now is the directory ready
         deadline = time.monotonic() + 60 * search.max_minutes if search.max_minutes and who == "local" else None
-        timed_out, seconds = run_search(tuner, search, train, validation, deadline)
+        with system_metrics():
+            timed_out, seconds = run_search(tuner, search, train, validation, deadline)
         records = trial_records(tuner.oracle, search, run.info.run_id)
         if not any(r.status == "completed" for r in records):
             raise RuntimeError(f"{search_id}: no trial completed; their errors are in the MLflow trial runs")

@@ -18,8 +18,11 @@ from cnnlab.nets.predict import model_card_path
 from cnnlab.params import Experiment, Params
 from cnnlab.pipeline import stage
 from cnnlab.plots.curves import training_curves
+from cnnlab.tracking.cards import ModelCard
 from cnnlab.tracking.epochs import EpochsToMlflow
+from cnnlab.tracking.inputs import TRAINING, VALIDATION, log_prepared_inputs
 from cnnlab.tracking.runs import log_keras_model
+from cnnlab.tracking.system import system_metrics
 from cnnlab.training import backend
 from cnnlab.training.fit import TrainResult, fit, seeded_model
 from cnnlab.training.precision import float32_copy, policy_name
@@ -134,11 +137,15 @@ def train_and_save(
     facts = {**describe_run(target, meta, budget), "compute_dtype": policy_name(recipe.precision)}
     logged = {"experiment": target, "budget": budget, "seed": params.seed, **recipe.model_dump(mode="json"),
               "compute_dtype": facts["compute_dtype"]}  # fmt: skip
+    data_hash = paths.data_hash(recipe.dataset)
     with (
-        stage.mlflow_run(stage_name, target, params, paths, paths.data_hash(recipe.dataset), logged),
+        stage.mlflow_run(stage_name, target, params, paths, data_hash, logged),
         staged_outputs(paths.root) as out,
     ):
-        result = trainer([EpochsToMlflow()])
+        contexts = [TRAINING, VALIDATION] if validation is not None else [TRAINING]
+        log_prepared_inputs(meta, data_hash, paths.prepared(recipe.dataset), contexts)
+        with system_metrics():
+            result = trainer([EpochsToMlflow()])
         model = float32_copy(result.model)  # what is saved, logged and evaluated never depends on the trainer's machine
         metrics = summary_metrics(result)
         mlflow.log_metrics({f"final_{k}": float(v) for k, v in metrics.items()})
@@ -158,7 +165,8 @@ def train_and_save(
         for artifact in [*artifacts, *diagram]:
             mlflow.log_artifact(str(artifact))
         if params.mlflow.log_model:
-            log_keras_model(model, x_train[:4])
+            shown = ModelCard(classes, tuple(x_train.shape[1:]), recipe.dataset)  # what `models:/...` users get
+            log_keras_model(model, x_train[:4], metadata=shown.metadata())
     score = f"val accuracy {metrics['val_accuracy']:.4f}" if "val_accuracy" in metrics else "no validation split"
     log.info("%s: %s (epoch %d of %d, %.1f s)", target, score, metrics["kept_epoch"], result.epochs_run, result.seconds)
     return metrics

@@ -35,6 +35,7 @@ from cnnlab.tracking.epochs import EpochsToMlflow
 from cnnlab.tracking.owners import owner_gone
 from cnnlab.tracking.runs import child_runs
 from cnnlab.tracking.uris import redact
+from cnnlab.training.fit import progress_verbosity
 from cnnlab.training.hypermodel import SearchHyperModel
 from cnnlab.util.files import combined_hash, write_json
 
@@ -217,7 +218,7 @@ def run_search(
     tuner.deadline = deadline
     started = time.perf_counter()
     try:
-        tuner.search(*train, validation_data=validation, epochs=search.max_epochs, verbose=2)
+        tuner.search(*train, validation_data=validation, epochs=search.max_epochs, verbose=progress_verbosity())
     except SearchTimeUp:
         log.info("the search's %s minutes are spent: no further trials started", search.max_minutes)
         return True, time.perf_counter() - started

@@ -20,11 +20,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from cnnlab.data.prepare import read_meta
 from cnnlab.params import AblationStudy, CrossvalStudy, Params, ParamsError
 from cnnlab.pipeline.stage import Paths
 from cnnlab.plots.studies import effects_plot, fold_boxplot
 from cnnlab.report.text import markdown_table, plural
+from cnnlab.tracking.inputs import TRAINING, log_prepared_inputs
 from cnnlab.tracking.runs import flatten, safe_metric_name
+from cnnlab.tracking.system import system_metrics
 from cnnlab.training import backend
 from cnnlab.training.precision import policy_name
 from cnnlab.util.files import Staging, staged_outputs, write_json, write_text
@@ -290,7 +293,10 @@ def run_study_stage(kind: str, study_id: str, params: Params, paths: Paths, outp
     logged = {"study": study_id, "budget": params.study_budget(study_id), "seed": params.seed}
     logged |= study.model_dump(mode="json", exclude={"description", "parallel"})  # a resumed run may change it
     with plan.parent_run(params, paths, logged), staged_outputs(paths.root) as out:
-        run = plan.train_all(params.seed, backend.trainings_at_once(study.parallel, len(plan.folds)))
+        prepared = paths.prepared(plan.dataset)
+        log_prepared_inputs(read_meta(prepared), plan.data_hash, prepared, [TRAINING])  # the folds' source
+        with system_metrics():
+            run = plan.train_all(params.seed, backend.trainings_at_once(study.parallel, len(plan.folds)))
         for path in outputs(plan, run, params, out, paths):
             mlflow.log_artifact(str(path))
         metrics = json_metrics(out, paths.metrics(study_id) / f"{kind}.json")

@@ -37,6 +37,7 @@ from cnnlab.data.splits import Fold, kfold_splits, subsample
 from cnnlab.lineage.code_digest import code_digest
 from cnnlab.params import Experiment, Params, ParamsError
 from cnnlab.pipeline import stage
+from cnnlab.training.fit import progress_verbosity
 from cnnlab.util.files import combined_hash
 from cnnlab.workflows.study.folds import FoldJob, FoldTrainer
 from cnnlab.workflows.study.ledger import FoldScore, Ledger, StudyRun
@@ -169,7 +170,8 @@ class StudyPlan:
             experiment_id=arm_run.experiment_id,
             arm_run_id=arm_run.run_id,
             fingerprint=self.ledger.fingerprint,
-            verbose=2 if parallel == 1 else 0,  # one training's epochs are readable; several interleaved are not
+            # One training's progress is readable; several interleaved are not
+            verbose=progress_verbosity() if parallel == 1 else 0,
         )
 
     def _progress(self, position: int, trained: int, elapsed: float, score: FoldScore) -> None:
