@@ -27,6 +27,7 @@ from cnnlab.cli.commands import main
 from cnnlab.tracking.cards import ModelCard
 from cnnlab.tracking.registry import CHAMPION, model_name
 from cnnlab.tracking.runs import log_keras_model
+from cnnlab.tracking.server import mlflow_server
 from cnnlab.workflows.serve_app import ServeError, create_app, server
 from cnnlab.workflows.serving import NO_GRAD_CAM, Served, load_served
 from helpers.project import free_port
@@ -209,3 +210,22 @@ def test_mlflow_models_serve_answers_with_the_class_name(trained: tuple, private
         process.terminate()
         process.wait(timeout=30)
     assert [p["class"] for p in predictions] == expected(model, images[:3])
+
+
+@pytest.mark.slow
+def test_predict_takes_the_champion_from_a_tracking_server(
+    trained: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same command against `mlflow server` on loopback: the model and its card come over HTTP."""
+    model, images, _ = trained
+    store = f"sqlite:///{tmp_path / 'server.db'}"
+    with mlflow_server(store, tmp_path / "artifacts", "127.0.0.1", free_port(), tmp_path / "server.log") as url:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        mlflow.set_tracking_uri(url)
+        uri = register_champion(model, images[:2])
+        (tmp_path / "work").mkdir()
+        (tmp_path / "work" / "a.png").write_bytes(png_bytes(images[0]))
+        monkeypatch.chdir(tmp_path / "work")  # no project store here: only the server has the model
+        capsys.readouterr()  # MLflow's own lines about the registered run
+        assert main(["predict", uri, "a.png", "--top", "1"]) == 0
+    assert capsys.readouterr().out.startswith(f"a.png: {expected(model, images[:1])[0]} ")
