@@ -56,6 +56,7 @@ def test_zsh_completion_is_a_compdef_script() -> None:
     assert "predict:" in done.stdout and "--params" in done.stdout
 
 
+@pytest.mark.slow  # subprocesses that import the stack: the full suite, not the inner loop
 def test_usage_errors_exit_2_with_one_line(tmp_path: Path) -> None:
     unknown = cnnlab("nosuchcommand")
     assert unknown.returncode == 2 and "invalid choice: 'nosuchcommand'" in unknown.stderr
@@ -86,6 +87,7 @@ def failing_project(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow  # subprocesses that import the stack: the full suite, not the inner loop
 def test_retrain_tells_bad_input_from_a_failed_step(failing_project: Path) -> None:
     params = str(failing_project / "params.yaml")
     unknown_base = cnnlab("--params", params, "retrain", "--no-pull", "--no-push", "--base", "nope")

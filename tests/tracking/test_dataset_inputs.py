@@ -80,6 +80,7 @@ def staged(project: tuple[Paths, str, dict[str, str]]) -> tuple[Paths, dict[str,
     return paths, runs
 
 
+@pytest.mark.slow  # real train, evaluate and study stages: the full suite
 def test_train_evaluate_and_study_runs_log_their_data_set(staged) -> None:
     paths, runs = staged
     data_hash = paths.data_hash("fashion_mnist")
@@ -92,6 +93,7 @@ def test_train_evaluate_and_study_runs_log_their_data_set(staged) -> None:
     assert train[TRAINING][3] == {ORIGIN_TAG: "debian"}  # where the download stage found it
 
 
+@pytest.mark.slow  # real train, evaluate and study stages: the full suite
 def test_training_runs_have_system_metrics(staged) -> None:
     _, runs = staged
     for name in ("train@F0", "crossval@C3"):
@@ -100,6 +102,7 @@ def test_training_runs_have_system_metrics(staged) -> None:
     assert not any(key.startswith("system/") for key in mlflow.get_run(runs["evaluate@F0"]).data.metrics)
 
 
+@pytest.mark.slow  # real train, evaluate and study stages: the full suite
 def test_the_champion_carries_the_class_names(staged) -> None:
     paths, _ = staged
     card = json.loads(model_card_path(paths.model("F0")).read_text())
