@@ -97,6 +97,8 @@ def test_train_run_has_epochs_params_artifacts_and_model(repro) -> None:
     assert [m.step for m in history] == [0]  # one epoch on the tiny budget
     assert train["params.optimizer.name"] == "adam" and train["params.epochs"] == "1"
     assert train["metrics.final_train_samples"] == 3000
+    # `distribution: auto` on a CPU: one device, and the run says so
+    assert (train["params.distribution_used"], train["params.distribution_replicas"]) == ("none", "1")
     artifacts = {a.path for a in client.list_artifacts(train["run_id"])}
     expected = {"training_curves.png", "history.csv", "train.json", "F1.summary.txt", "F1.meta.json", "model.png"}
     assert expected <= artifacts

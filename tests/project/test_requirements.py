@@ -26,6 +26,9 @@ SETUP = ROOT / "scripts" / "setup.sh"
 PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)((?:\s+--hash=sha256:[0-9a-f]{64})+)")
 # Imported by src/cnnlab under KERAS_BACKEND=torch only; no lock installs it (docs/gpu.md).
 OPTIONAL_BACKENDS = {"torch"}
+# Imported by src/cnnlab for a study's `executor: ray` only: the extra cnnlab[ray], which requirements-dev.lock
+# installs for the tests and CI.
+OPTIONAL_EXTRAS = {"ray"}
 
 
 def requirement_lines(path: Path) -> list[str]:
@@ -113,7 +116,10 @@ def test_cnnlab_imports_only_runtime_packages() -> None:
     providers = importlib.metadata.packages_distributions()
     imports = third_party_imports()
     assert {"keras", "mlflow", "jax"} <= imports  # the scan sees conditional imports too
-    for module in sorted(imports - OPTIONAL_BACKENDS):
+    assert imports >= OPTIONAL_EXTRAS
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert pyproject_pins(extras["ray"]).items() <= dev.items()  # the extra is what the dev lock installs
+    for module in sorted(imports - OPTIONAL_BACKENDS - OPTIONAL_EXTRAS):
         packages = {canonicalize_name(name) for name in providers.get(module, [])}
         assert packages, f"src/cnnlab imports {module}, which no installed package provides"
         assert not packages & dev.keys(), f"src/cnnlab imports {module} from a development package"

@@ -55,7 +55,8 @@ def classify(names: list[str], where: str) -> Listing:
     refused = [{"file": n, "reason": UNSAFE} for n in names if n in unsafe]
     # Each name is parsed once: a data set lists tens of thousands of files (CIFAR-10: 60,000).
     parts = {n: PurePosixPath(n).parts for n in sorted(names) if n not in unsafe}
-    images, ignored = [], []
+    images: list[str] = []
+    ignored: list[str] = []
     for name, name_parts in parts.items():
         (images if _is_image(name_parts) else ignored).append(name)
     parts = {n: parts[n] for n in images}

@@ -10,6 +10,9 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from cnnlab.catalog.networks import MODELS
 from cnnlab.params.base import FILL_MODES, Budget, Loss, PositiveInt, Precision, Strict, WithBudgets
 
+# How one training uses the machine's devices (training/distribution.py)
+Distribution = Literal["auto", "none", "data_parallel"]
+
 
 class Optimizer(Strict):
     name: Literal["adam", "rmsprop", "sgd", "adamw", "nadam"] = "adam"
@@ -72,6 +75,8 @@ class BudgetOverride(Strict):
     batch_size: PositiveInt | None = None
     steps_per_execution: PositiveInt | Literal["auto"] | None = None
     precision: Precision | None = None
+    distribution: Distribution | None = None
+    distribution_scale_lr: bool | None = None
     optimizer: Optimizer | None = None  # replaces the recipe's
     model_options: dict[str, Any] | None = None  # merged over the recipe's
     validation: Annotated[float | Literal["test"] | None, AfterValidator(validation_fraction)] = None
@@ -103,6 +108,12 @@ class Experiment(WithBudgets):
     # "float32" as the seeds train; "mixed_bfloat16" computes in bfloat16 with float32 weights; "auto": mixed
     # bfloat16 on a GPU or CPU with bfloat16 arithmetic, else float32. The saved model computes in float32.
     precision: Precision = "float32"
+    # "data_parallel": one model on all of the machine's GPUs or TPUs (on all its CPU devices where it has none),
+    # each step's batch_size images split evenly among them; "auto": data_parallel where more than one GPU or TPU
+    # is visible (on as many of them as divide batch_size), else "none", one device as before.
+    distribution: Distribution = "auto"
+    # True: the learning rate times the number of replicas (unchanged otherwise, and on one device).
+    distribution_scale_lr: bool = False
     callbacks: Callbacks = Callbacks()
     augmentation: Augmentation = Augmentation()
     budgets: dict[Budget, BudgetOverride] = {}

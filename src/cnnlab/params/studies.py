@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -20,6 +20,17 @@ class Folds(Strict):
     k: int = Field(5, ge=2, strict=True)
     shuffle: bool = False  # False: contiguous folds in file order, as the seed's KFold(5)
     stratify: bool = False
+
+
+class RayTasks(Strict):
+    """What each training of a study asks a Ray cluster for (`executor: ray`). The cluster's address is not a
+    param: Ray reads it from `RAY_ADDRESS`, so moving to another cluster changes no DVC dependency."""
+
+    num_cpus: float = Field(1, gt=0)
+    # "auto": one GPU per training when the cluster has GPUs, none when it has not; 0.25 packs four on one GPU
+    num_gpus: Annotated[float, Field(ge=0)] | Literal["auto"] = "auto"
+    # A training cut off by a lost node (or a killed worker) is run again elsewhere, up to this many times
+    max_retries: int = Field(3, ge=0, strict=True)
 
 
 class StudyBudget(Strict):
@@ -46,9 +57,13 @@ class Study(WithBudgets):
     folds: Folds = Folds()
     budgets: dict[Budget, StudyBudget] = {}
     budget: Budget | None = None  # this study's own budget whatever the global `budget` says
-    # Folds of an arm trained at once, in worker processes ("auto": all of them on a GPU, one on a CPU).
+    # Trainings at once with the local executor, in worker processes ("auto": k on a GPU, two on a CPU).
     # Scores do not depend on it, so a study interrupted with one setting resumes with another.
     parallel: PositiveInt | Literal["auto"] = "auto"
+    # Where the trainings run: "local" (this process, or `parallel` worker processes) or "ray" (tasks on the Ray
+    # cluster at $RAY_ADDRESS, or on a Ray started on this machine when it is unset). Neither changes a score.
+    executor: Literal["local", "ray"] = "local"
+    ray: RayTasks = RayTasks()
 
     def arm_changes(self) -> dict[str, dict[str, Any]]:
         """Arm name -> the recipe changes that make it."""

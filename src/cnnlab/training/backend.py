@@ -59,6 +59,50 @@ def device() -> str:
     return f"gpu:{gpu.name}" if gpu else "cpu"
 
 
+def accelerators() -> list[str]:
+    """The GPUs and TPUs the backend computes on, by the names its data-parallel engine takes (none under torch,
+    which this project does not distribute)."""
+    backend = name()
+    if backend == "jax":
+        import jax
+
+        return [f"{d.platform}:{d.id}" for d in jax.devices() if d.platform in ("gpu", "tpu")]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [d.name for kind in ("GPU", "TPU") for d in tf.config.list_logical_devices(kind)]
+    return []
+
+
+def cpu_devices() -> list[str]:
+    """The backend's CPU devices: one, unless more were configured before it started (XLA's
+    `--xla_force_host_platform_device_count` under JAX, logical devices under TensorFlow)."""
+    backend = name()
+    if backend == "jax":
+        import jax
+
+        return [f"cpu:{d.id}" for d in jax.devices("cpu")]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [d.name for d in tf.config.list_logical_devices("CPU")]
+    return ["cpu:0"]
+
+
+def data_parallel(devices: list[str]) -> Any:
+    """The backend's engine for one model on `devices`, each step's batch split among them: Keras'
+    `DataParallel` distribution under JAX, a `MirroredStrategy` under TensorFlow. Both have `scope()`, inside
+    which the model is built, compiled and fitted."""
+    backend = name()
+    if backend == "jax":
+        return keras.distribution.DataParallel(devices=devices)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.distribute.MirroredStrategy(devices=devices)
+    raise NotImplementedError(f"data-parallel training under the {backend} backend")
+
+
 def share_the_device() -> None:
     """Let processes started from now on share one GPU: each takes device memory as it needs it, instead of
     JAX's default of 75% or TensorFlow's of all of it at start-up (a setting they read when they start)."""

@@ -6,7 +6,7 @@ import logging
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import numpy as np
 from cnnlab.catalog.networks import adapt_normalization, build_model
 from cnnlab.data.splits import Arrays
 from cnnlab.params import Experiment
-from cnnlab.training import backend, precision
+from cnnlab.training import backend, distribution, precision
 from cnnlab.training.augment import AugmentedTraining, build_augmenter
 from cnnlab.training.labels import encode_labels
 from cnnlab.util.signals import raise_if_stop_requested, stops_at_safe_points
@@ -31,6 +31,7 @@ class TrainResult:
     seconds: float
     train_samples: int
     kept_epoch: int  # 0-based epoch whose weights the model holds (the best one when a callback restored it)
+    distribution: dict[str, str | int] = field(default_factory=distribution.ONE_DEVICE.logged)  # Plan.logged
 
     @property
     def epochs_run(self) -> int:
@@ -67,25 +68,33 @@ def kept_epoch(history: dict[str, list[float]], recipe: Experiment) -> int:
 
 
 def seeded_model(recipe: Experiment, input_shape: tuple[int, ...], num_classes: int, seed: int) -> keras.Model:
-    """Build the recipe's model, in its precision's dtype policy, after seeding, so equal seeds give equal
-    initial weights."""
+    """Build the recipe's model, in its precision's dtype policy and within its distribution (distribution.py),
+    after seeding, so equal seeds give equal initial weights."""
     backend.seed_everything(seed)
-    with precision.dtype_policy(precision.policy_name(recipe.precision)):
-        return build_model(recipe.model, input_shape, num_classes, **recipe.model_options)
+
+    def make() -> keras.Model:
+        with precision.dtype_policy(precision.policy_name(recipe.precision)):
+            return build_model(recipe.model, input_shape, num_classes, **recipe.model_options)
+
+    return distribution.build(recipe.distribution, recipe.batch_size, make)
 
 
-def learning_rate(recipe: Experiment, steps_per_epoch: int | None) -> float | keras.optimizers.schedules.CosineDecay:
-    """The recipe's learning rate, or its schedule over the recipe's epochs (which needs the steps per epoch)."""
+def learning_rate(
+    recipe: Experiment, steps_per_epoch: int | None, replicas: int = 1
+) -> float | keras.optimizers.schedules.CosineDecay:
+    """The recipe's learning rate, or its schedule over the recipe's epochs (which needs the steps per epoch);
+    times `replicas` with `distribution_scale_lr`."""
     settings = recipe.optimizer
+    rate = settings.learning_rate * (replicas if recipe.distribution_scale_lr else 1)
     if settings.schedule == "constant":
-        return settings.learning_rate
+        return rate
     if steps_per_epoch is None:
         raise ValueError(f"a {settings.schedule} learning-rate schedule needs the number of steps per epoch")
     warmup = round(settings.warmup_epochs * steps_per_epoch)
     return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else settings.learning_rate,
+        initial_learning_rate=0.0 if warmup else rate,
         decay_steps=max(1, recipe.epochs * steps_per_epoch - warmup),
-        warmup_target=settings.learning_rate if warmup else None,
+        warmup_target=rate if warmup else None,
         warmup_steps=warmup,
     )
 
@@ -97,16 +106,18 @@ def compile_model(
     steps_per_epoch: int | None = None,
     optimizer: keras.optimizers.Optimizer | None = None,
 ) -> keras.Model:
-    """Compile with the recipe's optimizer (or `optimizer`), loss and steps per execution; a learning-rate
-    schedule needs `steps_per_epoch`."""
-    if optimizer is None:
-        optimizer_class = type(keras.optimizers.get(recipe.optimizer.name))
-        optimizer = optimizer_class(learning_rate=learning_rate(recipe, steps_per_epoch))
-    steps = backend.steps_per_execution(recipe.steps_per_execution)
-    model.compile(
-        optimizer=optimizer, loss=recipe.loss_for(num_classes), metrics=["accuracy"], steps_per_execution=steps
-    )
-    backend.compile_steps(model, steps)
+    """Compile with the recipe's optimizer (or `optimizer`), loss and steps per execution, within the
+    distribution `model` was built under; a learning-rate schedule needs `steps_per_epoch`."""
+    plan = distribution.of(model)
+    with plan.scope():
+        if optimizer is None:
+            optimizer_class = type(keras.optimizers.get(recipe.optimizer.name))
+            optimizer = optimizer_class(learning_rate=learning_rate(recipe, steps_per_epoch, plan.replicas))
+        steps = distribution.steps_per_execution(plan, backend.steps_per_execution(recipe.steps_per_execution))
+        model.compile(
+            optimizer=optimizer, loss=recipe.loss_for(num_classes), metrics=["accuracy"], steps_per_execution=steps
+        )
+        backend.compile_steps(model, steps)  # under a JAX distribution, Keras' own loop (scan_steps.py)
     return model
 
 
@@ -179,16 +190,21 @@ def fit(
     """
     seed += initial_epoch  # a second phase draws its own epoch orders and dropout masks, not the first phase's again
     backend.seed_everything(seed)
-    x_train, y_train = train
-    adapt_normalization(model, x_train)
+    plan = distribution.of(model)
+    distribution.check_batch(plan, recipe.batch_size)
+    if recipe.distribution == "data_parallel" and plan.name == "none":
+        log.warning("distribution data_parallel: this model trains on one device (only zoo models are distributed)")
+    x_train, y_train = distribution.divisible(*train, plan.replicas, seed)
+    with plan.scope():  # mirrored variables are updated within their strategy
+        adapt_normalization(model, x_train)
     compile_model(model, recipe, num_classes, steps_per_epoch=-(-len(x_train) // recipe.batch_size))
     y_train = encode_labels(y_train, recipe.loss_for(num_classes), num_classes)
     validation_data = None  # a final model trained on all the training data has none
     if validation is not None:
-        validation_data = backend.held_out_batches(
-            validation[0], encode_labels(validation[1], recipe.loss_for(num_classes), num_classes)
-        )
-    with tempfile.TemporaryDirectory(prefix="cnnlab-ckpt-") as tmp:
+        x_val, y_val = distribution.divisible(*validation, plan.replicas, seed)
+        y_val = encode_labels(y_val, recipe.loss_for(num_classes), num_classes)
+        validation_data = backend.held_out_batches(x_val, y_val)
+    with tempfile.TemporaryDirectory(prefix="cnnlab-ckpt-") as tmp, plan.scope():
         checkpoint = Path(tmp) / "best.weights.h5"
         started = time.perf_counter()
         with stops_at_safe_points():
@@ -204,7 +220,7 @@ def fit(
         if checkpoint.exists():
             model.load_weights(checkpoint)
     metrics = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-    return TrainResult(model, metrics, seconds, len(x_train), kept_epoch(metrics, recipe))
+    return TrainResult(model, metrics, seconds, len(x_train), kept_epoch(metrics, recipe), plan.logged())
 
 
 def train_fold(

@@ -9,6 +9,7 @@ import keras
 import keras_tuner as kt
 
 from cnnlab.params import Tune
+from cnnlab.training import distribution
 from cnnlab.training.fit import StopOnSignal, compile_model, seeded_model, trainer, training_inputs
 from cnnlab.training.search_space import trial_recipe
 from cnnlab.util.signals import stops_at_safe_points
@@ -33,9 +34,13 @@ class SearchHyperModel(kt.HyperModel):
     def fit(self, hp: kt.HyperParameters, model: keras.Model, x: Any, y: Any, **kwargs: Any) -> Any:
         recipe = trial_recipe(hp, self.search)
         callbacks = [*kwargs.pop("callbacks", []), *self.extra_callbacks(), StopOnSignal()]
-        with stops_at_safe_points():
+        seed = self.seed + kwargs.get("initial_epoch", 0)  # a continued trial: new epoch orders
+        plan = distribution.of(model)  # the trial's model was built within its distribution: fit within it too
+        x, y = distribution.divisible(x, y, plan.replicas, seed)
+        validation = kwargs.get("validation_data")
+        if isinstance(validation, tuple) and len(validation) == 2:  # the search's held-out arrays
+            kwargs["validation_data"] = distribution.divisible(*validation, plan.replicas, seed)
+        with stops_at_safe_points(), plan.scope():
             return trainer(model, recipe, self.num_classes, self.seed).fit(
-                **training_inputs(x, y, recipe, self.seed + kwargs.get("initial_epoch", 0)),  # continued: new orders
-                callbacks=callbacks,
-                **kwargs,
+                **training_inputs(x, y, recipe, seed), callbacks=callbacks, **kwargs
             )

@@ -23,7 +23,7 @@ from cnnlab.tracking.epochs import EpochsToMlflow
 from cnnlab.tracking.inputs import TRAINING, VALIDATION, log_prepared_inputs
 from cnnlab.tracking.runs import log_keras_model
 from cnnlab.tracking.system import system_metrics
-from cnnlab.training import backend
+from cnnlab.training import backend, distribution
 from cnnlab.training.fit import TrainResult, fit, seeded_model
 from cnnlab.training.precision import float32_copy, policy_name
 from cnnlab.util.files import staged_outputs, write_json, write_text, write_with
@@ -136,7 +136,8 @@ def train_and_save(
     # What `precision: auto` trains in on this machine, beside the recipe's own keys
     facts = {**describe_run(target, meta, budget), "compute_dtype": policy_name(recipe.precision)}
     logged = {"experiment": target, "budget": budget, "seed": params.seed, **recipe.model_dump(mode="json"),
-              "compute_dtype": facts["compute_dtype"]}  # fmt: skip
+              "compute_dtype": facts["compute_dtype"],
+              **distribution.logged(recipe.distribution, recipe.batch_size)}  # fmt: skip
     data_hash = paths.data_hash(recipe.dataset)
     with (
         stage.mlflow_run(stage_name, target, params, paths, data_hash, logged),

@@ -1,5 +1,5 @@
-"""One training of a study (a fold job) and where it runs: in this process, or on spawned workers that share
-the study's images through one memory-mapped file."""
+"""One training of a study (a fold job) and where it runs: in this process, on spawned workers that share
+the study's images through one memory-mapped file, or as Ray tasks (ray_executor.py, `executor: ray`)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import multiprocessing
 import multiprocessing.pool
 import tempfile
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import mlflow
 import numpy as np
 
 from cnnlab.params import Experiment
+from cnnlab.params.studies import RayTasks
 from cnnlab.pipeline import stage
 from cnnlab.tracking.epochs import EpochsToMlflow
 from cnnlab.training import backend
@@ -42,8 +44,8 @@ class FoldJob:
     verbose: int
 
 
-def train_job(job: FoldJob, x: np.ndarray, y: np.ndarray) -> FoldScore:
-    """Train one fold as its own MLflow run under its arm's run, and score it."""
+def train_job(job: FoldJob, x: np.ndarray, y: np.ndarray, tags: dict[str, str] | None = None) -> FoldScore:
+    """Train one fold as its own MLflow run under its arm's run (`tags` added to the run's), and score it."""
     train = (np.asarray(x[job.train_index]), y[job.train_index])
     val = (np.asarray(x[job.val_index]), y[job.val_index])
     sizes = {"train_samples": len(train[1]), "val_samples": len(val[1])}
@@ -52,7 +54,7 @@ def train_job(job: FoldJob, x: np.ndarray, y: np.ndarray) -> FoldScore:
         run_name=f"{job.study_id}/{job.arm}/fold{job.fold}",
         nested=True,
         parent_run_id=job.arm_run_id,
-        tags={"arm": job.arm, "fold": str(job.fold)},
+        tags={"arm": job.arm, "fold": str(job.fold), **(tags or {})},
     ) as run:
         mlflow.log_params({"arm": job.arm, "fold": job.fold, **sizes, **flat_recipe(job.recipe)})
         logged = [EpochsToMlflow()]
@@ -87,6 +89,27 @@ def _train_in_worker(job: FoldJob) -> FoldScore:
     return train_job(job, _worker_arrays["x"], _worker_arrays["y"])
 
 
+class Trainer(Protocol):
+    """Where a study's fold jobs train: `scores` yields each job's score as its training finishes."""
+
+    def __enter__(self) -> Trainer: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+    def scores(self, jobs: list[FoldJob]) -> Iterator[FoldScore]: ...
+
+
+def fold_trainer(
+    x: np.ndarray, y: np.ndarray, parallel: int, tasks: RayTasks | None
+) -> AbstractContextManager[Trainer]:
+    """Ray tasks when `tasks` says what each asks for (`executor: ray`), else this process or a local pool."""
+    if tasks is None:
+        return FoldTrainer(x, y, parallel)
+    from cnnlab.workflows.study.ray_executor import RayTrainer  # Ray is an optional extra: imported only here
+
+    return RayTrainer(x, y, tasks)
+
+
 class FoldTrainer:
     """Trains fold jobs in this process one after another, or `parallel` at once on worker processes started
     at the first job (a resumed study with nothing left to train starts none)."""
@@ -102,10 +125,15 @@ class FoldTrainer:
     def __exit__(self, *exc_info: object) -> None:
         self._stack.close()  # stops the workers, a training cut off included
 
+    def _train_here(self, job: FoldJob) -> FoldScore:
+        # In this process the fold run nests under the active run, so its arm's run is that while it trains
+        with mlflow.start_run(run_id=job.arm_run_id, nested=True):
+            return train_job(job, self.x, self.y)
+
     def scores(self, jobs: list[FoldJob]) -> Iterator[FoldScore]:
         """The jobs' scores in the order they finish."""
         if self.parallel == 1 or not jobs:
-            return (train_job(job, self.x, self.y) for job in jobs)
+            return (self._train_here(job) for job in jobs)
         if self._pool is None:
             self._pool = self._stack.enter_context(training_pool(self.x, self.y, self.parallel))
         return self._pool.imap_unordered(_train_in_worker, jobs)

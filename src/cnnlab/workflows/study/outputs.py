@@ -291,12 +291,14 @@ def run_study_stage(kind: str, study_id: str, params: Params, paths: Paths, outp
     plan = StudyPlan.make(kind, study_id, params, paths)
     study = studies[study_id]
     logged = {"study": study_id, "budget": params.study_budget(study_id), "seed": params.seed}
-    logged |= study.model_dump(mode="json", exclude={"description", "parallel"})  # a resumed run may change it
+    # Where the trainings run is left out: a resumed run may change it (MLflow refuses a changed param)
+    logged |= study.model_dump(mode="json", exclude={"description", "parallel", "executor", "ray"})
     with plan.parent_run(params, paths, logged), staged_outputs(paths.root) as out:
         prepared = paths.prepared(plan.dataset)
         log_prepared_inputs(read_meta(prepared), plan.data_hash, prepared, [TRAINING])  # the folds' source
         with system_metrics():
-            run = plan.train_all(params.seed, backend.trainings_at_once(study.parallel, len(plan.folds)))
+            ray = study.ray if study.executor == "ray" else None
+            run = plan.train_all(params.seed, backend.trainings_at_once(study.parallel, len(plan.folds)), ray)
         for path in outputs(plan, run, params, out, paths):
             mlflow.log_artifact(str(path))
         metrics = json_metrics(out, paths.metrics(study_id) / f"{kind}.json")

@@ -6,9 +6,10 @@ A study: every arm trained and scored on the same k folds, as nested MLflow runs
 MLflow: the stage's run (`crossval@C3`) is the parent, each arm a child (`C3/dropout`), each fold a
 grandchild (`C3/dropout/fold2`) with its own params and per-epoch metrics.
 
-Trainings at once (`parallel`): the folds of an arm can train side by side in worker processes (spawned, so
-each has its own backend state), which keeps a GPU busy with models too small to fill it. Every training is
-seeded alone, so a fold's score is the same whichever way it ran.
+Trainings at once (`parallel`): the trainings of every arm can run side by side in worker processes
+(spawned, so each has its own backend state), which keeps a GPU busy with models too small to fill it; with
+`executor: ray` they run as tasks on a Ray cluster (ray_executor.py). Every training is seeded alone, so a
+fold's score is the same whichever way it ran.
 
 Resuming: every finished training is recorded at once in `folds/<study>/<arm>/fold<i>.json` (written
 atomically), with a fingerprint of everything its score depends on: the arms' recipes, folds, seed,
@@ -36,10 +37,11 @@ from cnnlab.data.prepare import load_prepared
 from cnnlab.data.splits import Fold, kfold_splits, subsample
 from cnnlab.lineage.code_digest import code_digest
 from cnnlab.params import Experiment, Params, ParamsError
+from cnnlab.params.studies import RayTasks
 from cnnlab.pipeline import stage
 from cnnlab.training.fit import progress_verbosity
 from cnnlab.util.files import combined_hash
-from cnnlab.workflows.study.folds import FoldJob, FoldTrainer
+from cnnlab.workflows.study.folds import FoldJob, fold_trainer
 from cnnlab.workflows.study.ledger import FoldScore, Ledger, StudyRun
 from cnnlab.workflows.study.runs import discard_interrupted, flat_recipe, log_fold_means, nested_run
 
@@ -111,44 +113,40 @@ class StudyPlan:
             self.kind, self.study_id, params, paths, self.data_hash, logged, run_id=self.ledger.run_id("parent")
         )
 
-    def train_all(self, seed: int, parallel: int = 1) -> StudyRun:
-        """Train every arm on every fold, skipping what an interrupted run finished (inside `parent_run`), with up
-        to `parallel` folds of an arm training at once."""
+    def train_all(self, seed: int, parallel: int = 1, ray: RayTasks | None = None) -> StudyRun:
+        """Train every arm on every fold, skipping what an interrupted run finished (inside `parent_run`): on Ray
+        tasks that ask for `ray`'s resources, else here or with up to `parallel` trainings at once."""
         parent = mlflow.active_run()
         assert parent is not None, "train_all runs inside parent_run()"
         self.ledger.remember("parent", parent.info.run_id)
         parallel = max(1, min(parallel, len(self.folds)))
         log.info(
-            "%s: %d arms x %d folds = %d trainings on %d %s images, %d epochs each, %d at once",
+            "%s: %d arms x %d folds = %d trainings on %d %s images, %d epochs each, %s",
             *(self.study_id, len(self.arms), len(self.folds), self.total, len(self.y), self.dataset),
             next(iter(self.arms.values())).epochs,
-            parallel,
+            "as Ray tasks" if ray else f"{parallel} at once",
         )
-        scores: list[FoldScore] = []
+        one_at_a_time = ray is None and parallel == 1
+        done: dict[tuple[str, int], FoldScore] = {}
+        jobs: list[FoldJob] = []
+        arm_runs = {
+            arm: self._open_arm(arm, recipe, seed, one_at_a_time, done, jobs) for arm, recipe in self.arms.items()
+        }
         trained, train_seconds, started = 0, 0.0, time.perf_counter()
-        with FoldTrainer(self.x, self.y, parallel) as trainer:
-            for arm, recipe in self.arms.items():
-                arm_id = self.ledger.run_id(arm)
-                with nested_run(f"{self.study_id}/{arm}", {"arm": arm}, run_id=arm_id) as run:
-                    if arm_id is None:
-                        mlflow.log_params({"arm": arm, **flat_recipe(recipe)})
-                    self.ledger.remember(arm, run.info.run_id)
-                    done = {fold: self.ledger.finished(arm, fold) for fold in range(1, len(self.folds) + 1)}
-                    discard_interrupted(run.info.run_id, {s.run_id for s in done.values() if s})
-                    for fold, score in done.items():
-                        if score is not None:
-                            log.info("%s %s fold %d: finished earlier (%.4f), not retrained",
-                                     self.study_id, arm, fold, score.val_accuracy)  # fmt: skip
-                    jobs = [self._job(arm, fold, recipe, run.info, seed, parallel) for fold, s in done.items() if not s]
-                    for score in trainer.scores(jobs):
-                        self.ledger.record(score)  # the fold's run has ended FINISHED: a record means a finished run
-                        done[score.fold] = score
-                        trained, train_seconds = trained + 1, train_seconds + score.seconds
-                        finished_now = len(scores) + sum(1 for s in done.values() if s)
-                        self._progress(finished_now, trained, time.perf_counter() - started, score)
-                    arm_scores = [s for s in done.values() if s]
-                    scores.extend(arm_scores)
-                    log_fold_means(run.info.run_id, [s.run_id for s in arm_scores])
+        # Every arm's trainings at once: a pool or a cluster never waits for an arm's slowest fold
+        with fold_trainer(self.x, self.y, parallel, ray) as trainer:
+            for score in trainer.scores(jobs):
+                self.ledger.record(score)  # the fold's run has ended FINISHED: a record means a finished run
+                done[(score.arm, score.fold)] = score
+                trained, train_seconds = trained + 1, train_seconds + score.seconds
+                self._progress(len(done), trained, time.perf_counter() - started, score)
+        scores = [done[(arm, fold)] for arm in self.arms for fold in range(1, len(self.folds) + 1)]
+        for arm, run_id in arm_runs.items():
+            with nested_run(f"{self.study_id}/{arm}", {"arm": arm}, run_id=run_id):
+                fold_runs = [s.run_id for s in scores if s.arm == arm]
+                # What an interruption, or a training retried on another node, left behind
+                discard_interrupted(run_id, set(fold_runs))
+                log_fold_means(run_id, fold_runs)
         result = StudyRun(scores, trained, train_seconds, time.perf_counter() - started)
         mlflow.log_metrics(
             {"trainings_now": trained, "trainings_per_minute": result.trainings_per_minute,
@@ -156,7 +154,33 @@ class StudyPlan:
         )  # fmt: skip
         return result
 
-    def _job(self, arm: str, fold: int, recipe: Experiment, arm_run: RunInfo, seed: int, parallel: int) -> FoldJob:
+    def _open_arm(
+        self,
+        arm: str,
+        recipe: Experiment,
+        seed: int,
+        one_at_a_time: bool,
+        done: dict[tuple[str, int], FoldScore],
+        jobs: list[FoldJob],
+    ) -> str:
+        """The arm's MLflow run (the interrupted one if there is one): its finished trainings go to `done`, the
+        rest to `jobs`. Returns the run's id."""
+        arm_id = self.ledger.run_id(arm)
+        with nested_run(f"{self.study_id}/{arm}", {"arm": arm}, run_id=arm_id) as run:
+            if arm_id is None:
+                mlflow.log_params({"arm": arm, **flat_recipe(recipe)})
+            self.ledger.remember(arm, run.info.run_id)
+            for fold in range(1, len(self.folds) + 1):
+                score = self.ledger.finished(arm, fold)
+                if score is None:
+                    jobs.append(self._job(arm, fold, recipe, run.info, seed, one_at_a_time))
+                else:
+                    done[(arm, fold)] = score
+                    log.info("%s %s fold %d: finished earlier (%.4f), not retrained",
+                             self.study_id, arm, fold, score.val_accuracy)  # fmt: skip
+        return run.info.run_id
+
+    def _job(self, arm: str, fold: int, recipe: Experiment, arm_run: RunInfo, seed: int, alone: bool) -> FoldJob:
         train_index, val_index = self.folds[fold - 1]
         return FoldJob(
             study_id=self.study_id,
@@ -171,7 +195,7 @@ class StudyPlan:
             arm_run_id=arm_run.run_id,
             fingerprint=self.ledger.fingerprint,
             # One training's progress is readable; several interleaved are not
-            verbose=progress_verbosity() if parallel == 1 else 0,
+            verbose=progress_verbosity() if alone else 0,
         )
 
     def _progress(self, position: int, trained: int, elapsed: float, score: FoldScore) -> None:
