@@ -63,16 +63,21 @@ def http_folder(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 # pytest-xdist gives each worker the next test file in collection order as it frees up: a long file collected
 # last would leave the other worker idle at the end. These run first, the longest first.
 LONGEST_FIRST = [
+    "tests/project/test_pipeline.py",
     "tests/workflows/test_study_pipeline.py",
     "tests/workflows/test_retrain.py",
     "tests/workflows/test_tune.py",
     "tests/training/test_transfer.py",
     "tests/project/test_benchmarks.py",
-    "tests/project/test_pipeline.py",
+    "tests/workflows/test_study_ray.py",
+    "tests/workflows/test_serve.py",
     "tests/training/test_fast_paths.py",
     "tests/tracking/test_server_auth.py",
     "tests/pipeline/test_kill.py",
     "tests/training/test_training.py",
+    "tests/cli/test_own_data_pipeline.py",
+    "tests/training/test_distribution.py",
+    "tests/tracking/test_dataset_inputs.py",
 ]
 
 
