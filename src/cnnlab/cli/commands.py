@@ -1,5 +1,5 @@
 """The `cnnlab` command: check params, list what is built in, open the MLflow UI, predict, detect objects, list a
-model's layers, report, retrain as CI does."""
+model's layers, report, retrain as CI does, run grids of experiments and seeds."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from cnnlab.catalog.datasets import DATASETS
 from cnnlab.catalog.networks import MODELS
 from cnnlab.cli.edit import register as register_edits
 from cnnlab.cli.folders import check_own_data
+from cnnlab.cli.grid import register as register_grid
 from cnnlab.cli.shell import add_version_and_completion
 from cnnlab.detect.darknet import DarknetFileError
 from cnnlab.params import BUDGETS, DetectSettings, load_params
@@ -290,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     tune_parser.add_argument("search", help="a search id of params.yaml's `tune` section")
     tune_parser.set_defaults(run=tune)
+    register_grid(commands)  # grid
     report_parser = commands.add_parser("report", help="the claims-vs-measured table from a folder of metrics")
     report_parser.add_argument("--metrics", default="metrics", help="folder of <id>/train.json, evaluate.json")
     report_parser.add_argument("--title", default="Reproduction of the seed experiments")
