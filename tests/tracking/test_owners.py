@@ -94,3 +94,24 @@ def test_a_tuner_worker_never_joins_a_chief_killed_outright(tmp_path: Path) -> N
         find_chief_run(experiment, "f" * 16, wait_seconds=0)
     live = client.create_run(experiment, tags={**tags, **owners.owner_tags()}).info.run_id
     assert find_chief_run(experiment, "f" * 16, wait_seconds=0) == live
+
+
+def test_a_run_its_owner_ends_between_the_search_and_the_owner_check_stays_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two stages of the same target at once (`dvc queue start -j 2`): the later one finds the earlier one's run
+    RUNNING, and by the time it sees the owner gone, that owner has ended its run FINISHED and exited."""
+    process, finished = run_in_process(tmp_path, "F1")
+    owner_gone = owners.owner_gone
+
+    def ends_then_exits(tags: dict[str, str]) -> bool:
+        if tags.get(owners.PID_TAG) == str(process.pid):
+            mlflow.MlflowClient().set_terminated(finished, status="FINISHED")  # the owner's last write
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        return owner_gone(tags)
+
+    monkeypatch.setattr(owners, "owner_gone", ends_then_exits)
+    next_run(tmp_path, "F1")
+    assert status(finished) == "FINISHED"
+    assert "cnnlab.ended_by" not in mlflow.MlflowClient().get_run(finished).data.tags

@@ -54,6 +54,10 @@ def end_stale_runs(experiment_id: str, filter_string: str, keep: str | None = No
     for run in running:
         if run.info.run_id == keep or not owner_gone(run.data.tags):
             continue
+        # Read again now that the owner is gone: it may have ended its run between the search and the check (its
+        # last write precedes its exit), and that ending must stand.
+        if client.get_run(run.info.run_id).info.status != "RUNNING":
+            continue
         children = client.search_runs(
             [experiment_id],
             filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' and attributes.status = 'RUNNING'",
