@@ -17,7 +17,7 @@ from helpers.project import copy_project, run
 
 pytestmark = pytest.mark.slow  # whole-pipeline runs: the full suite, not the inner loop
 
-FOLDS = 3
+FOLDS = 2
 CELLS = 8  # 2^3
 TRAININGS = CELLS * FOLDS
 KILL_AFTER = 5  # finished trainings of the ablation when it is interrupted
@@ -29,7 +29,7 @@ def tiny_studies(params: dict) -> None:
     params["tune"] = {}  # tests/project/test_pipeline.py runs the search's stages
     c1 = params["experiments"]["C1"] | {"dataset": "fashion_mnist"}
     params["experiments"] = {"C1": c1 | {"budgets": {"quick": {"epochs": 1, "train_samples": 600}}}}
-    tiny = {"epochs": 2, "batch_size": 32, "train_samples": 900, "k": FOLDS}
+    tiny = {"epochs": 2, "batch_size": 32, "train_samples": 1200, "k": FOLDS}  # 600 a training
     params["crossval"]["C3"]["budgets"]["quick"] = tiny
     params["ablation"]["C4"]["budgets"]["quick"] = tiny
     params["ablation"]["C4"]["parallel"] = 2  # the ablation's folds train on worker processes, C3's in the stage
