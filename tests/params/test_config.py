@@ -200,12 +200,14 @@ def test_a_stage_without_a_known_target_says_how_to_call_it(tmp_path: Path, args
     assert re.search(expected, done.stderr), done.stderr
 
 
-def test_params_validation_does_not_load_keras() -> None:
-    # The data stages validate all params (model names and options, backbone names) and must not pay for Keras.
+def test_params_validation_and_the_light_stages_load_neither_keras_nor_scikit_learn() -> None:
+    # The data stages validate all params (model names and options, backbone names) and must not pay for Keras;
+    # the first stage of a run starts in a fresh process, where scikit-learn's import alone takes 0.6 s.
     code = (
         "import sys; import cnnlab.pipeline.stage; from cnnlab.params import load_params; "
+        "import cnnlab.workflows.download, cnnlab.workflows.preprocess, cnnlab.workflows.report; "
         f"load_params({str(ROOT / 'params.yaml')!r}); "
-        "print(sorted(m for m in ('tensorflow', 'keras.src', 'jax', 'torch') if m in sys.modules))"
+        "print(sorted(m for m in ('tensorflow', 'keras.src', 'jax', 'torch', 'sklearn') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]"

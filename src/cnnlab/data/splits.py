@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+
+# scikit-learn is imported where it splits: the data stages and the CLI import this module, and its import
+# (0.6 s, scipy with it) would hold up a stage that starts in a fresh process.
 
 Arrays = tuple[np.ndarray, np.ndarray]  # images and their labels
 
@@ -19,6 +21,8 @@ def stratified_split(
     random_state=seed)`, as seed 003 (F2) makes it.
     """
     index = np.arange(len(labels))
+    from sklearn.model_selection import train_test_split
+
     kept, held = train_test_split(index, test_size=fraction, random_state=seed, stratify=labels if stratify else None)
     return np.sort(kept), np.sort(held)
 
@@ -28,6 +32,8 @@ def stratified_subsample(labels: np.ndarray, size: int, seed: int) -> np.ndarray
     if size >= len(labels):
         return np.arange(len(labels))
     index = np.arange(len(labels))
+    from sklearn.model_selection import train_test_split
+
     kept, _ = train_test_split(index, train_size=size, random_state=seed, stratify=labels)  # exactly `size`
     return np.sort(kept)
 
@@ -49,5 +55,7 @@ def kfold_splits(
     Without shuffling the folds are contiguous blocks in file order (the seeds' `KFold(5)`); with `stratify`
     every fold keeps the class proportions.
     """
+    from sklearn.model_selection import KFold, StratifiedKFold
+
     splitter = (StratifiedKFold if stratify else KFold)(k, shuffle=shuffle, random_state=seed if shuffle else None)
     return [(train, val) for train, val in splitter.split(np.zeros(len(labels)), labels)]
