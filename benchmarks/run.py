@@ -4,6 +4,7 @@
     python benchmarks/run.py training [--experiments F1 M3] [--budget quick|full|speed] [--epochs N] [--seeds 1 2]
     python benchmarks/run.py study [--study C4] [--parallel 1 5]  a study's folds one at a time against several at once
     python benchmarks/run.py peer [--study C3] [--folds 1 2]      study folds: plain seed script against the pipeline
+    python benchmarks/run.py ray [--study C4] [--nodes 1 2]      a study's trainings here against Ray on loopback nodes
     python benchmarks/run.py data [--datasets mnist cifar10]     download + preprocess, as stage processes
     python benchmarks/run.py noop [--project DIR]                a `dvc repro` with nothing to do
     python benchmarks/run.py pipeline [--setup] [--keep]         a fresh quick `dvc repro` in a scratch clone, per stage
@@ -222,9 +223,11 @@ def study_once(project: Path, params: object, study_id: str, parallel: int) -> t
             return plan, plan.train_all(params.seed, parallel)
 
 
-def scratch_plan(project: Path, params: object, study_id: str, kind: str, scratch: Path) -> tuple:
+def scratch_plan(
+    project: Path, params: object, study_id: str, kind: str, scratch: Path, tracking_uri: str | None = None
+) -> tuple:
     """The study's plan over the project's prepared data, with its ledger and MLflow store in `scratch` (and
-    the scratch project's paths)."""
+    the scratch project's paths); its runs go to `tracking_uri` when given."""
     import mlflow
 
     from cnnlab.pipeline.stage import Paths
@@ -233,7 +236,7 @@ def scratch_plan(project: Path, params: object, study_id: str, kind: str, scratc
     paths = Paths(scratch)
     (scratch / "data").mkdir()
     (scratch / "data" / "prepared").symlink_to(project / "data" / "prepared")
-    mlflow.set_tracking_uri(f"sqlite:///{scratch / 'mlflow.db'}")
+    mlflow.set_tracking_uri(tracking_uri or f"sqlite:///{scratch / 'mlflow.db'}")
     return StudyPlan.make(kind, study_id, params, paths), paths
 
 
@@ -356,6 +359,115 @@ def peer(args: argparse.Namespace) -> None:
     print(markdown(PEER_HEADER, peer_rows(figures)))
     budget = params.study_budget(args.study)
     print(f"\nsaved {save(args, {'study': args.study, 'budget': budget, 'folds': figures})}")
+
+
+# ---- ray: a study's trainings here, one at a time, then as Ray tasks on loopback clusters of 1 and 2 nodes ----
+
+
+def ray_params(project: Path, args: argparse.Namespace) -> tuple[str, dict]:
+    """The project's params with the study on a small budget of its own (Fashion-MNIST, the sizes asked)."""
+    import yaml
+
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    kind = "ablation" if args.study in raw.get("ablation", {}) else "crossval"
+    if args.study not in raw.get(kind, {}):
+        raise SystemExit(f"{args.study} is no crossval or ablation study of {project / 'params.yaml'}")
+    study = raw[kind][args.study]
+    quick = study.setdefault("budgets", {}).get("quick") or {}
+    sizes = {"dataset": "fashion_mnist", "epochs": args.epochs, "train_samples": args.images, "k": args.folds}
+    study["budgets"]["quick"] = quick | sizes | ({"batch_size": args.batch_size} if args.batch_size else {})
+    study["budget"] = "quick"
+    return kind, raw
+
+
+def prepared_source(project: Path, raw: dict, scratch: Path) -> Path:
+    """A folder whose data/prepared holds Fashion-MNIST: the project when it has it prepared, else a scratch one
+    where the download and preprocess stages ran (from the data mirror where there is one)."""
+    import yaml
+
+    if (project / "data" / "prepared" / "fashion_mnist" / "meta.json").is_file():
+        return project
+    folder = scratch / "data-project"
+    folder.mkdir()
+    (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = dict(os.environ, **mirrors(project), MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}")
+    for stage in ("download", "preprocess"):
+        wall, _ = run_measured([sys.executable, str(HERE.parent / "stages" / f"{stage}.py"), "fashion_mnist"], folder,
+                               env)  # fmt: skip
+        print(f"fashion_mnist {stage}: {wall:.1f} s (not part of the figures)", flush=True)
+    return folder
+
+
+def ray_way(source: Path, params: object, study_id: str, kind: str, folder: Path, uri: str, tasks: object,
+            nodes: dict[str, str], reference: list | None) -> dict:  # fmt: skip
+    """The study from scratch in `folder` (its own ledger), here (`tasks` None) or as Ray tasks on `nodes` (Ray
+    node id: name); the way's figures."""
+    import mlflow
+    import ray_ways
+
+    from cnnlab.workflows.ray_cluster import NODE_TAG
+
+    folder.mkdir()
+    plan, paths = scratch_plan(source, params, study_id, kind, folder, uri)
+    run, arrivals, (started, ended) = ray_ways.timed_study(plan, params, paths, tasks)
+    client = mlflow.MlflowClient()
+
+    def node_of(score: object) -> str:  # the node each fold run is tagged with on Ray
+        return nodes[client.get_run(score.run_id).data.tags[NODE_TAG]] if tasks else "here"
+
+    found = ray_ways.trainings(arrivals, started, node_of)
+    way = f"Ray, {len(nodes)} node{'s' if len(nodes) > 1 else ''}" if tasks else "local, one at a time"
+    after_last = ended - max(at for at, _ in arrivals)
+    figures = ray_ways.way_figures(way, len(nodes), run, found, after_last, reference)
+    print(f"{way}: {run.trained} trainings in {run.wall_seconds:.1f} s, same scores as local: "
+          f"{figures['same_scores_as_local']}", flush=True)  # fmt: skip
+    return figures
+
+
+def ray_study(args: argparse.Namespace) -> None:
+    try:
+        import ray  # noqa: F401
+    except ModuleNotFoundError:
+        raise SystemExit("`run.py ray` needs Ray: `pip install 'cnnlab[ray]'`") from None
+    import loopback_ray
+    import ray_ways
+
+    from cnnlab.params import parse_params
+    from cnnlab.pipeline import stage
+    from cnnlab.tracking.server import mlflow_server
+
+    if min(args.nodes) < 1 or args.folds < 2:
+        raise SystemExit("--nodes counts from 1, --folds from 2")
+    stage.setup_logging()  # the study's progress lines
+    project = Path(args.project).resolve()
+    kind, raw = ray_params(project, args)
+    params = parse_params(raw)
+    tasks = params.study(args.study).ray  # what each training asks of the cluster (one CPU by default)
+    with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmp:
+        scratch = Path(tmp)
+        source = prepared_source(project, raw, scratch)
+        # One MLflow server for every way: Ray's workers log to it from their own processes, and the local way
+        # pays the same HTTP calls. One server process: a few calls per training.
+        with mlflow_server(f"sqlite:///{scratch / 'mlflow.db'}", scratch / "artifacts", "127.0.0.1",
+                           loopback_ray.free_port(), scratch / "mlflow.log", workers=1) as uri:  # fmt: skip
+            ways = [ray_way(source, params, args.study, kind, scratch / "local", uri, None, {}, None)]
+            counts = sorted(set(args.nodes))
+            # One cluster, grown node by node: each way is a new driver, hence a new job with fresh workers
+            with loopback_ray.loopback_cluster(counts[0]) as cluster, loopback_ray.driver_env(cluster.address):
+                for count in counts:
+                    while len(cluster.nodes) < count:
+                        cluster.add()
+                    loopback_ray.node_ids(cluster.address, cluster.nodes)
+                    names = {node.node_id: node.name for node in cluster.nodes}
+                    ways.append(ray_way(source, params, args.study, kind, scratch / f"ray-{count}", uri, tasks,
+                                        names, ways[0]["scores"]))  # fmt: skip
+    print(markdown(ray_ways.WAYS_HEADER, [ray_ways.way_row(w) for w in ways]))
+    overheads = ray_ways.overheads(ways)
+    print("\n" + markdown(ray_ways.OVERHEAD_HEADER, [ray_ways.overhead_row(o) for o in overheads]))
+    budget = raw[kind][args.study]["budgets"]["quick"]
+    print(f"\n{args.study}: {ways[0]['trainings']} trainings a way, each {args.epochs} epoch(s) on "
+          f"{ways[0]['train_samples']} images")  # fmt: skip
+    print(f"\nsaved {save(args, {'study': args.study, 'budget': budget, 'ways': ways, 'overheads': overheads})}")
 
 
 # ---- data: download + preprocess of each data set, as the stage processes DVC runs ----
@@ -511,6 +623,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     peers.add_argument("--budget", choices=["quick", "full", "speed"], help="default: params.yaml's")
     peers.add_argument("--epochs", type=int, help="override the study's epochs")
     peers.add_argument("--verbose", type=int, default=2, help="fit's verbose for both arms")
+    rays = commands.add_parser("ray", help="a study's trainings here against Ray tasks on loopback nodes")
+    rays.add_argument("--study", default="C4", help="a crossval or ablation id of params.yaml")
+    rays.add_argument("--nodes", nargs="+", type=int, default=[1, 2], help="clusters of this many nodes, 1 CPU each")
+    rays.add_argument("--images", type=int, default=1200, help="Fashion-MNIST training images the folds are cut from")
+    rays.add_argument("--folds", type=int, default=3, help="k: each training fits on (k-1)/k of the images")
+    rays.add_argument("--epochs", type=int, default=2)
+    rays.add_argument("--batch-size", type=int, help="default: the study's")
     datasets = commands.add_parser("data", help="download + preprocess, as stage processes")
     datasets.add_argument("--datasets", nargs="+", default=["fashion_mnist", "mnist", "cifar10", "cats_vs_dogs"])
     repro = commands.add_parser("noop", help="`dvc repro` with nothing to do")
@@ -522,7 +641,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     whole.add_argument("--noop", type=int, default=3, help="no-op `dvc repro` runs timed afterwards")
     whole.add_argument("--keep", action="store_true", help="keep the scratch clone (its metrics, lock, mlruns)")
     args = parser.parse_args(argv)
-    run = {"training": training, "study": study, "peer": peer, "data": data, "noop": noop, "pipeline": pipeline}
+    run = {"training": training, "study": study, "peer": peer, "ray": ray_study, "data": data, "noop": noop,
+           "pipeline": pipeline}  # fmt: skip
     run[args.command](args)
 
 

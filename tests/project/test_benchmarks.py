@@ -175,3 +175,29 @@ def test_pipeline_benchmark_times_each_stage_of_a_fresh_clone(tmp_path: Path, mi
     assert len(out["noop_seconds"]) == 1 and out["limits"]["stages"] == 2
     assert "| preprocess | 1 |" in out["stdout"] and "| **all** | 2 |" in out["stdout"]
     assert not Path(out["clone"]).exists()  # the scratch clone is removed unless --keep
+
+
+@pytest.mark.slow
+def test_ray_benchmark_trains_a_study_here_then_on_one_and_two_loopback_nodes(tmp_path: Path, fashion: dict) -> None:
+    prepared_project(tmp_path, fashion, lambda raw: None, train_size=300, test_size=50)
+    out = harness(["--project", str(tmp_path), "--results", str(tmp_path / "results"), "ray", "--study", "C3",
+                   "--nodes", "1", "2", "--folds", "2", "--images", "200", "--epochs", "1"])  # fmt: skip
+    ways = out["ways"]
+    assert [(w["way"], w["nodes"]) for w in ways] == [("local, one at a time", 0), ("Ray, 1 node", 1),
+                                                       ("Ray, 2 nodes", 2)]  # fmt: skip
+    local = ways[0]
+    assert [s[:2] for s in local["scores"]] == [["no_dropout", 1], ["no_dropout", 2], ["dropout", 1], ["dropout", 2]]
+    for way in ways:
+        assert way["trainings"] == len(way["trainings_detail"]) == 4 and way["train_samples"] == 100
+        assert way["scores"] == local["scores"] and way["same_scores_as_local"]  # same folds, same seeds
+        assert way["trainings_per_minute"] > 0 and way["wall_seconds"] > 0
+        # Between two scores of a node lies a whole training there: at least its fit
+        assert all(0 < t["fit_seconds"] <= t["seconds"] for t in way["trainings_detail"])
+        assert way["first_seconds"] > 0 and way["later_seconds"] > 0
+    assert local["trainings_per_node"] == {"here": 4} and ways[1]["trainings_per_node"] == {"head": 4}
+    assert set(ways[2]["trainings_per_node"]) == {"head", "node2"}  # both nodes trained
+    assert [o["nodes"] for o in out["overheads"]] == [1, 2] and out["overheads"][0]["later_seconds"] is not None
+    assert "| Ray, 2 nodes | 2 | 4 |" in out["stdout"] and "| 1 node |" in out["stdout"]
+    sizes = {"dataset": "fashion_mnist", "epochs": 1, "train_samples": 200, "k": 2}
+    assert {key: out["budget"][key] for key in sizes} == sizes  # the study's budget, as asked
+    assert not (tmp_path / "folds").exists()  # the project's own ledger is not touched

@@ -4,17 +4,12 @@ training at a time, one finished run per arm and fold, and a node lost in the mi
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +27,9 @@ from cnnlab.workflows.study.folds import FoldTrainer, fold_trainer
 from cnnlab.workflows.study.ledger import StudyRun
 from cnnlab.workflows.study.plan import StudyPlan
 from helpers.project import ROOT, free_port, prepared_project
+
+sys.path.append(str(ROOT / "benchmarks"))  # the loopback cluster is shared with the Ray benchmark
+from loopback_ray import UNAUTHENTICATED, Node, loopback_cluster, node_ids
 
 FOLDS = 2
 ARMS = ("no_dropout", "dropout")  # C3's variants
@@ -109,131 +107,11 @@ def test_a_study_with_nothing_left_to_train_starts_no_ray() -> None:
 # ---------------------------------------------------------------- a cluster of two nodes on loopback
 
 
-@dataclass
-class Node:
-    """One `ray start` on this machine, with its own temp dir and ports."""
-
-    temp_dir: Path
-    args: list[str]
-    node_id: str = ""
-
-    def pids(self) -> list[int]:
-        """This node's processes: those whose command line names its temp dir, and their children (its agents and
-        workers do not name it; the workers lead process groups of their own)."""
-        parents, named = {}, []
-        for proc in Path("/proc").iterdir():
-            if proc.name.isdigit() and int(proc.name) != os.getpid():
-                try:
-                    state, parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:2]
-                    if state == "Z":
-                        continue  # ended, not yet reaped by its new parent
-                    parents[int(proc.name)] = int(parent)
-                    if str(self.temp_dir).encode() in (proc / "cmdline").read_bytes():
-                        named.append(int(proc.name))
-                except (OSError, IndexError, ValueError):
-                    continue  # ended meanwhile
-        found, todo = set(named), list(named)
-        while todo:
-            pid = todo.pop()
-            children = [child for child, parent in parents.items() if parent == pid and child not in found]
-            found.update(children)
-            todo.extend(children)
-        return sorted(found)
-
-    def raylets(self) -> list[int]:
-        found = []
-        for pid in self.pids():
-            with contextlib.suppress(OSError):
-                if Path(f"/proc/{pid}/comm").read_text().strip() == "raylet":
-                    found.append(pid)
-        return found
-
-    def stop(self) -> None:
-        """`ray stop` for this node alone (`ray stop` itself ends every Ray process of the machine)."""
-        for sig, wait in ((signal.SIGTERM, 2), (signal.SIGKILL, 10)):
-            for pid in self.pids():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + wait
-            while self.pids() and time.monotonic() < deadline:
-                time.sleep(0.2)
-
-
-RAY = str(Path(sys.executable).parent / "ray")
-
-
-# Without RAY_AUTH_MODE, Ray turns token authentication on when ~/.ray/auth_token exists: the test's nodes and
-# driver must not depend on what a user's home holds.
-UNAUTHENTICATED = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-
-
-def ray_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    # A lost node is declared dead after 3 missed one-second health checks (the default waits about 30 s)
-    return env | UNAUTHENTICATED | {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
-                                    "RAY_health_check_initial_delay_ms": "1000"}  # fmt: skip
-
-
-def start_node(node: Node) -> None:
-    done = subprocess.run([RAY, "start", *node.args], env=ray_env(), capture_output=True, text=True, timeout=120,
-                          start_new_session=True)  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
-def new_node(name: str, head_address: str | None) -> Node:
-    """A head (no address) or a node that joins it: one CPU, a small object store, no dashboard, ports of its own.
-    Ray reports the machine's own address for 127.0.0.1 (it does not advertise loopback)."""
-    temp_dir = Path(tempfile.mkdtemp(prefix=f"ray{name}", dir="/tmp"))  # Ray's socket paths must stay short
-    ports = [f"--{option}-port={free_port()}" for option in PORTS]
-    if head_address:
-        where = ["--address", head_address]
-    else:
-        where = ["--head", f"--port={free_port()}", f"--ray-client-server-port={free_port()}",
-                 f"--dashboard-port={free_port()}", "--include-dashboard=false"]  # fmt: skip
-    args = [*where, "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", f"--temp-dir={temp_dir}",
-            f"--object-store-memory={200 * 2**20}", "--disable-usage-stats", *ports]  # fmt: skip
-    return Node(temp_dir, args)
-
-
-PORTS = ("node-manager", "object-manager", "metrics-export", "runtime-env-agent", "dashboard-agent-listen",
-         "dashboard-agent-grpc")  # fmt: skip
-
-
-def option(args: list[str], name: str) -> str:
-    return next(a.split("=", 1)[1] for a in args if a.startswith(f"--{name}="))
-
-
 @pytest.fixture
 def cluster() -> Iterator[tuple[Node, Node, str]]:
     """A head and a second node on 127.0.0.1, each stopped (and its temp dir removed) at the end, whatever happens."""
-    nodes = [new_node("head", None)]
-    address = f"127.0.0.1:{option(nodes[0].args, 'port')}"
-    nodes.append(new_node("second", address))
-    try:
-        for node in nodes:
-            start_node(node)
-        yield nodes[0], nodes[1], address
-    finally:
-        for node in reversed(nodes):
-            node.stop()
-            shutil.rmtree(node.temp_dir, ignore_errors=True)
-
-
-def node_ids(address: str, nodes: tuple[Node, ...]) -> str:
-    """Each node's Ray id (told apart by node manager port: both report this machine's address); the id of the
-    node a driver on this machine connects to."""
-    import ray
-
-    ray.init(address=address, logging_level="WARNING")
-    try:
-        alive = [n for n in ray.nodes() if n["Alive"]]
-        assert len(alive) == len(nodes) and len({n["NodeManagerAddress"] for n in alive}) == 1  # one machine
-        by_port = {str(n["NodeManagerPort"]): n["NodeID"] for n in alive}
-        for node in nodes:
-            node.node_id = by_port[option(node.args, "node-manager-port")]
-        return ray.get_runtime_context().get_node_id()
-    finally:
-        ray.shutdown()
+    with loopback_cluster(2) as started:
+        yield started.nodes[0], started.nodes[1], started.address
 
 
 def outcome(run: StudyRun) -> list[tuple]:
