@@ -32,6 +32,7 @@ class StageTime:
     compute: float = 0.0
     process: float = 0.0  # the stage command's own life, start to exit
     parts: dict[str, float] = field(default_factory=dict)
+    warm: bool = False  # run by a warm worker (no imports to wait for)
 
     @property
     def kind(self) -> str:
@@ -86,6 +87,7 @@ def read_probes(folder: Path) -> dict[str, dict]:
             seen["started"] = min(seen["started"], record["started"])
             seen["ended"] = max(seen["ended"], record["ended"])
             seen["entered"] = seen["entered"] or record["entered"]
+            seen["warm"] = seen["warm"] or record["warm"]
             for phase, spent in record["seconds"].items():
                 seen["seconds"][phase] = seen["seconds"].get(phase, 0.0) + spent
     return stages
@@ -100,6 +102,7 @@ def stage_times(marks: Marks, ended: float, probes: dict[str, dict]) -> list[Sta
             spent = probe["seconds"]
             row.compute = sum(spent.get(phase, 0.0) for phase in COMPUTE)
             row.process = probe["ended"] - probe["started"]
+            row.warm = probe["warm"]
             entered = probe["entered"] or probe["ended"]
             row.parts = {"import": entered - probe["started"]}
             row.parts.update({part: spent.get(part, 0.0) for part in PARTS[1:]})
@@ -143,6 +146,7 @@ def limits(times: list[StageTime]) -> dict[str, object]:
         "outside_max": worst.outside,
         "outside_max_stage": worst.stage,
         "light_outside_max": max(light, default=0.0),
+        "warm_stages": sum(t.warm for t in times),
     }
 
 

@@ -15,7 +15,11 @@ if [ -z "${CNNLAB_WEIGHTS_MIRROR:-}" ] && [ -d ../shared/weights ]; then
   CNNLAB_WEIGHTS_MIRROR="$(cd ../shared/weights && pwd)"
   export CNNLAB_WEIGHTS_MIRROR
 fi
+# The stage worker imports Keras, TensorFlow and MLflow while params are checked: the first stage starts warm too.
+cnnlab warm &
+warm=$!
 cnnlab check
+wait "$warm" || echo "quickstart: going on without a warm worker"
 dvc repro
 cat reports/reproduction.md
 echo "Runs are in MLflow: open them with 'source .venv/bin/activate && cnnlab ui' (http://127.0.0.1:5000)"

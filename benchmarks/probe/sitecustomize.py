@@ -168,6 +168,7 @@ def _write() -> None:
         "entered": _stage_entered[0] if _stage_entered else None,
         "ended": time.time(),
         "seconds": seconds,
+        "warm": bool(os.environ.get("CNNLAB_WARM_CLIENT")),  # run by a warm worker's fork
     }
     folder = os.environ["CNNLAB_PROBE_DIR"]
     with open(os.path.join(folder, f"{os.getpid()}.json"), "w") as fh:

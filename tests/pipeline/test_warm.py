@@ -108,6 +108,20 @@ def test_one_worker_serves_many_runs_and_project_edits_take_effect(tmp_path: Pat
     assert time.monotonic() - started < 2.5, "a warm run should not pay Keras's import again"
 
 
+def test_copies_of_a_project_in_other_folders_share_one_worker(tmp_path: Path, runtime: Path) -> None:
+    """Each copy puts its own sources on PYTHONPATH (as the tests' project copies do): still one worker, and each
+    run imports its own copy's modules."""
+    reports = []
+    for value in ("1", "2"):
+        copy = tmp_path / f"copy{value}"
+        (copy / "src").mkdir(parents=True)
+        script = script_in(copy, helper_value=value)
+        (copy / "helper.py").rename(copy / "src" / "helper.py")  # found through PYTHONPATH only
+        reports.append(run_script(script, runtime, "0", PYTHONPATH=str(copy / "src"))[1])
+    assert [r["helper"] for r in reports] == [1, 2]
+    assert reports[0]["warm_for"] and reports[0]["worker"] == reports[1]["worker"]
+
+
 def test_switched_off_the_script_runs_in_its_own_process(tmp_path: Path, runtime: Path) -> None:
     done, report = run_script(script_in(tmp_path), runtime, "0", CNNLAB_WARM="0")
     assert done.returncode == 0, done.stderr
@@ -235,3 +249,55 @@ def test_the_worker_fills_mlflows_first_call_caches_before_forking_stages() -> N
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def run_warm(project: Path, runtime: Path, **env: str) -> subprocess.CompletedProcess:
+    """`cnnlab warm` in `project`, on its own MLflow store (as a newcomer's, not the test's)."""
+    project.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "params.yaml", project / "params.yaml")
+    env = {k: v for k, v in env_for(runtime, **env).items() if k != "MLFLOW_TRACKING_URI"}
+    command = [str(Path(sys.executable).parent / "cnnlab"), "warm"]
+    return subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cnnlab_warm_readies_the_worker_and_the_store_for_the_first_stage(tmp_path: Path) -> None:
+    runtime, project = short_folder(), tmp_path / "project"
+    try:
+        done = run_warm(project, runtime)
+        assert done.returncode == 0, done.stderr
+        assert "the stage worker is ready in" in done.stdout
+        assert (project / "mlflow.db").is_file(), "the project's MLflow store should exist before the first stage"
+        report = run_script(script_in(project), runtime, "0")[1]
+        assert report["warm_for"] and report["keras_preloaded"], "the first stage after `cnnlab warm` ran cold"
+        again = run_warm(project, runtime)
+        assert again.returncode == 0 and "running already" in again.stdout
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def test_cnnlab_warm_names_the_log_of_a_worker_that_fails_to_start(tmp_path: Path) -> None:
+    runtime, project = short_folder(), tmp_path / "project"
+    site = tmp_path / "project" / "site"
+    site.mkdir(parents=True)
+    # Loaded by every Python process on this path; the worker is the one that starts in /.
+    (site / "sitecustomize.py").write_text(
+        "import os, sys\nif os.getcwd() == '/':\n    print('no worker today', file=sys.stderr)\n    os._exit(3)\n"
+    )
+    try:
+        done = run_warm(project, runtime, PYTHONPATH=str(site))
+        assert done.returncode == 1
+        log = next(runtime.glob("cnnlab-warm-*/*.log"))
+        assert str(log) in done.stderr and "stopped while starting" in done.stderr
+        assert "no worker today" in log.read_text()
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def test_cnnlab_warm_switched_off_starts_nothing(tmp_path: Path) -> None:
+    runtime = short_folder()
+    try:
+        done = run_warm(tmp_path / "project", runtime, CNNLAB_WARM="0")
+        assert done.returncode == 0 and "warm stage workers are off" in done.stdout
+        assert not list(runtime.glob("cnnlab-warm-*/*.sock"))
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)

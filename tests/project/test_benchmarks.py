@@ -171,6 +171,8 @@ def test_pipeline_benchmark_times_each_stage_of_a_fresh_clone(tmp_path: Path, mi
         assert 0 < s["process"] <= s["wall"]  # DVC's own work around the command is part of the wall time
         assert s["parts"]["import"] > 0 and s["parts"]["mlflow"] > 0
         assert s["outside"] == pytest.approx(s["wall"] - s["compute"])
+    # After `cnnlab warm` every stage runs in the warm worker, the first one too
+    assert out["warm_seconds"] > 0 and all(s["warm"] for s in stages.values()) and out["limits"]["warm_stages"] == 2
     assert stages["preprocess@mnist"]["compute"] > 0  # reading and writing 70,000 images is the stage's work
     assert len(out["noop_seconds"]) == 1 and out["limits"]["stages"] == 2
     assert "| preprocess | 1 |" in out["stdout"] and "| **all** | 2 |" in out["stdout"]

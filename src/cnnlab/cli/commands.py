@@ -18,6 +18,7 @@ from cnnlab.cli.edit import register as register_edits
 from cnnlab.cli.folders import check_own_data
 from cnnlab.cli.grid import register as register_grid
 from cnnlab.cli.shell import add_version_and_completion
+from cnnlab.cli.warmup import register as register_warm
 from cnnlab.detect.darknet import DarknetFileError
 from cnnlab.params import BUDGETS, DetectSettings, load_params
 from cnnlab.report.chart import claims_chart
@@ -255,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("check", help="validate params.yaml").set_defaults(run=check)
     commands.add_parser("list", help="experiments, models and data sets").set_defaults(run=show)
     register_edits(commands)  # add-data, add-experiment
+    register_warm(commands)  # warm
     ui_parser = commands.add_parser("ui", help="open the MLflow UI on this project's runs")
     ui_parser.add_argument("--port", type=int, default=5000)
     ui_parser.set_defaults(run=ui)

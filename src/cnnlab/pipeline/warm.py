@@ -7,9 +7,10 @@ A stage script calls `run_in_warm_worker(__file__)` before its heavy imports. In
 if none runs, passes it the command line, working directory, environment and terminal (stdin, stdout,
 stderr), forwards Ctrl-C and termination signals, and exits with the stage's exit status. A stage that
 finds no worker ready runs in its own process (and starts one, if none is starting, for the stages after
-it). In the worker's fork the call returns and the script runs as it would in a fresh process: the
-project's own modules are imported afresh (edits take effect), the random generators are reseeded, and
-threads are joined and exit handlers run at the end.
+it); `cnnlab warm` starts one ahead of a `dvc repro`, so that its first stage starts warm too. In the
+worker's fork the call returns and the script runs as it would in a fresh process: the project's own
+modules are imported afresh (edits take effect), the random generators are reseeded, and threads are
+joined and exit handlers run at the end.
 
 Only third-party modules are preloaded, and a worker serves only processes whose interpreter, import path
 (outside the project) and import-time environment (`KERAS_BACKEND`, `TF_*`, ...) are the ones it started
@@ -31,6 +32,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -76,8 +78,11 @@ def run_in_warm_worker(script: str) -> None:
 def worker_key() -> str:
     """What a worker must share with a stage: interpreter, where the preloaded modules come from (the import
     path outside the project: a project's own sources are imported afresh in each stage anyway), the code
-    of both sides (this module and the worker's), and the environment read at import time."""
-    env = {k: v for k, v in os.environ.items() if k.startswith(IMPORT_ENV) or k in IMPORT_ENV_NAMES}
+    of both sides (this module and the worker's), and the environment read at import time. PYTHONPATH counts
+    through the import path alone, so copies of a project in other folders share one worker."""
+    env = {
+        k: v for k, v in os.environ.items() if (k.startswith(IMPORT_ENV) or k in IMPORT_ENV_NAMES) and k != "PYTHONPATH"
+    }
     keras_json = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "keras.json"
     facts = {
         "python": [sys.executable, sys.version],
@@ -118,7 +123,9 @@ def runtime_dir() -> Path:
 def _run_remote(script: str) -> int:
     folder = runtime_dir()
     key = worker_key()
-    conn = _connect(folder / f"{key}.sock") or _start_worker(folder, key)
+    conn = _connect(folder / f"{key}.sock")
+    if conn is None:  # this stage runs in its own process (no slower than waiting); the stages after it find one
+        raise WorkerStarting("started one for the next stages" if start_worker(folder, key) else "a worker is starting")
     with conn:
         request = {
             "argv": [script, *sys.argv[1:]],
@@ -159,16 +166,15 @@ class WorkerStarting(WarmUnavailable):
     """This key's worker is importing: the stage runs in its own process rather than wait for it."""
 
 
-def _start_worker(folder: Path, key: str) -> NoReturn:
-    """Start this key's worker in the background unless one is starting already; either way this stage runs
-    in its own process (no slower than waiting), and the stages after it find the worker ready. The worker
-    inherits the lock and holds it until it listens, so only one starts."""
+def start_worker(folder: Path, key: str) -> bool:
+    """Start this key's worker in the background; False if one is starting already. The worker inherits the
+    lock and holds it until it listens, so only one starts."""
     sock_path, log_path = folder / f"{key}.sock", folder / f"{key}.log"
     with open(folder / f"{key}.lock", "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise WorkerStarting("a worker is starting") from None
+            return False
         sock_path.unlink(missing_ok=True)  # a worker that died without cleaning up
         env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_") and k != "CNNLAB_PROBED"}
         code = (
@@ -186,7 +192,48 @@ def _start_worker(folder: Path, key: str) -> NoReturn:
                 pass_fds=(lock.fileno(),),
                 start_new_session=True,  # Ctrl-C in the terminal stops the stage, not the worker
             )
-    raise WorkerStarting("started one for the next stages")
+    return True
+
+
+# ---- `cnnlab warm`: a worker ready before the first stage --------------------------------------------------
+
+
+def start_worker_here() -> bool:
+    """Start this environment's worker in the background unless one runs or is starting; True if one runs."""
+    folder, key = runtime_dir(), worker_key()
+    if _answers(folder / f"{key}.sock"):
+        return True
+    start_worker(folder, key)
+    return False
+
+
+def wait_for_worker(timeout: float) -> None:
+    """Wait until this environment's worker takes stages; WarmUnavailable, naming its log, if it does not."""
+    folder, key = runtime_dir(), worker_key()
+    log = folder / f"{key}.log"
+    deadline = time.monotonic() + timeout
+    while _locked(folder / f"{key}.lock"):  # held from the worker's start until it listens
+        if time.monotonic() > deadline:
+            raise WarmUnavailable(f"the worker is not ready after {timeout:g} s (its log: {log})")
+        time.sleep(0.05)
+    if not _answers(folder / f"{key}.sock"):
+        raise WarmUnavailable(f"the worker stopped while starting; its log says why: {log}")
+
+
+def _answers(sock_path: Path) -> bool:
+    conn = _connect(sock_path)
+    if conn is not None:
+        conn.close()  # the worker drops a connection that sends no request
+    return conn is not None
+
+
+def _locked(lock_path: Path) -> bool:
+    with open(lock_path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
 
 
 def _forward_signals(pid: int) -> None:
