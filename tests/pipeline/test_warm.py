@@ -6,9 +6,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -299,5 +301,31 @@ def test_cnnlab_warm_switched_off_starts_nothing(tmp_path: Path) -> None:
         done = run_warm(tmp_path / "project", runtime, CNNLAB_WARM="0")
         assert done.returncode == 0 and "warm stage workers are off" in done.stdout
         assert not list(runtime.glob("cnnlab-warm-*/*.sock"))
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def test_cnnlab_warm_starts_a_worker_when_the_one_it_found_exits(tmp_path: Path) -> None:
+    """A worker that answers once, then goes (its idle time over): `cnnlab warm` starts one and waits for it."""
+    runtime, project = short_folder(), tmp_path / "project"
+    project.mkdir()
+    env = env_for(runtime)
+    code = "from cnnlab.pipeline.warm import runtime_dir, worker_key; print(runtime_dir() / f'{worker_key()}.sock')"
+    sock_path = subprocess.run([sys.executable, "-c", code], cwd=project, env=env, capture_output=True, text=True,
+                               check=True).stdout.strip()  # fmt: skip
+    going = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    going.bind(sock_path)
+    going.listen(1)
+
+    def answer_once() -> None:
+        going.accept()[0].close()
+        going.close()
+        os.unlink(sock_path)
+
+    threading.Thread(target=answer_once, daemon=True).start()
+    try:
+        done = run_warm(project, runtime)
+        assert done.returncode == 0, done.stderr
+        assert run_script(script_in(project), runtime, "0")[1]["warm_for"], "no worker took the stage"
     finally:
         shutil.rmtree(runtime, ignore_errors=True)

@@ -212,12 +212,16 @@ def wait_for_worker(timeout: float) -> None:
     folder, key = runtime_dir(), worker_key()
     log = folder / f"{key}.log"
     deadline = time.monotonic() + timeout
-    while _locked(folder / f"{key}.lock"):  # held from the worker's start until it listens
-        if time.monotonic() > deadline:
-            raise WarmUnavailable(f"the worker is not ready after {timeout:g} s (its log: {log})")
-        time.sleep(0.05)
-    if not _answers(folder / f"{key}.sock"):
-        raise WarmUnavailable(f"the worker stopped while starting; its log says why: {log}")
+    for attempt in range(2):
+        while _locked(folder / f"{key}.lock"):  # held from the worker's start until it listens
+            if time.monotonic() > deadline:
+                raise WarmUnavailable(f"the worker is not ready after {timeout:g} s (its log: {log})")
+            time.sleep(0.05)
+        if _answers(folder / f"{key}.sock"):
+            return
+        if attempt == 0:  # a worker found running may have reached its idle time since: start one
+            start_worker(folder, key)
+    raise WarmUnavailable(f"the worker stopped while starting; its log says why: {log}")
 
 
 def _answers(sock_path: Path) -> bool:
