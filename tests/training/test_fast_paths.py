@@ -9,12 +9,17 @@ import sys
 import textwrap
 from pathlib import Path
 
+import keras
+import keras_tuner as kt
 import numpy as np
 import pytest
 
+from cnnlab.params import SearchSpace, Tune
 from cnnlab.training import backend
-from helpers.project import ROOT
-from helpers.training import SHIFT_AND_FLIP, train_both
+from cnnlab.training.fit import fit, seeded_model
+from cnnlab.training.hypermodel import SearchHyperModel
+from helpers.project import ROOT, subset
+from helpers.training import SHIFT_AND_FLIP, recipe, train_both
 
 
 def test_grouped_steps_train_as_single_steps(fashion: dict) -> None:
@@ -26,6 +31,50 @@ def test_grouped_steps_train_as_single_steps(fashion: dict) -> None:
     for a, b in zip(one.model.get_weights(), grouped.model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert one.history["val_accuracy"][-1] > 0.5  # chance is 0.1
+
+
+def count_train_step_traces(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list whose length is how often the TensorFlow train step has been traced (its Python body runs only then)."""
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+    traced: list[int] = []
+    step = TensorFlowTrainer.train_step
+
+    def counting(self: keras.Model, data: object) -> object:
+        traced.append(1)
+        return step(self, data)
+
+    monkeypatch.setattr(TensorFlowTrainer, "train_step", counting)
+    return traced
+
+
+def test_a_training_traces_its_step_once_and_trains_to_the_same_weights(
+    fashion: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Keras creates the optimizer's and metrics' variables in the step's first trace when no one built them
+    # before, and TensorFlow traces a step that creates variables twice: about 1 s more for every training.
+    traced = count_train_step_traces(monkeypatch)
+    plan = recipe("F2", epochs=1, budgets={}, batch_size=64, augmentation=SHIFT_AND_FLIP)  # behind its augmenter
+    train, val = subset(fashion["train"], 640), subset(fashion["test"], 100)
+    built = fit(seeded_model(plan, (28, 28, 1), 10, 3), plan, train, val, 10, seed=3, verbose=0)
+    assert len(traced) == 1
+    monkeypatch.setattr(backend, "build_training_state", lambda *args: None)  # Keras' own deferred building
+    traced.clear()
+    deferred = fit(seeded_model(plan, (28, 28, 1), 10, 3), plan, train, val, 10, seed=3, verbose=0)
+    assert len(traced) == 2
+    assert built.history == deferred.history
+    for a, b in zip(built.model.get_weights(), deferred.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_search_trial_traces_its_step_once(fashion: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    traced = count_train_step_traces(monkeypatch)
+    search = Tune(dataset="fashion_mnist", space=SearchSpace(conv_blocks=1, filters=8, dense_units=16))
+    hypermodel = SearchHyperModel(search, (28, 28, 1), 10, seed=3)
+    hp = kt.HyperParameters()
+    x, y = subset(fashion["train"], 256)
+    history = hypermodel.fit(hp, hypermodel.build(hp), x, y, epochs=1, verbose=0)
+    assert len(traced) == 1 and len(history.history["loss"]) == 1
 
 
 JAX_SCRIPT = """

@@ -186,6 +186,20 @@ def _picked_as_floats(rows: Any, x: np.ndarray, y: np.ndarray) -> Any:
     )
 
 
+def build_training_state(model: keras.Model, x: np.ndarray, y: np.ndarray) -> None:
+    """Create a compiled model's optimizer and metric variables before `fit`, from one example of `x`, `y`.
+
+    Under TensorFlow with no distribution strategy, Keras creates them inside the first trace of its train
+    step, and a `tf.function` that creates variables is traced twice: a second trace of the whole train step
+    (about 1 s on a 2-core CPU for every training). Built here from symbolic shapes, with no step run and no
+    random draw, the step is traced once and trains to the same weights. Keras builds them this way itself
+    under a distribution strategy and on the other backends.
+    """
+    if name() != "tensorflow" or getattr(model, "_distribute_strategy", None) is not None:
+        return
+    model._symbolic_build(data_batch=(x[:1].astype("float32"), y[:1]))
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and the backend; make TensorFlow's kernels deterministic."""
     os.environ.setdefault("PYTHONHASHSEED", str(seed))

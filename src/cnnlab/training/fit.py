@@ -207,8 +207,10 @@ def fit(
     with tempfile.TemporaryDirectory(prefix="cnnlab-ckpt-") as tmp, plan.scope():
         checkpoint = Path(tmp) / "best.weights.h5"
         started = time.perf_counter()
+        trained = trainer(model, recipe, num_classes, seed)
+        backend.build_training_state(trained, x_train, y_train)
         with stops_at_safe_points():
-            history = trainer(model, recipe, num_classes, seed).fit(
+            history = trained.fit(
                 **training_inputs(x_train, y_train, recipe, seed),
                 validation_data=validation_data,
                 epochs=initial_epoch + recipe.epochs,

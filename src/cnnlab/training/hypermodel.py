@@ -9,7 +9,7 @@ import keras
 import keras_tuner as kt
 
 from cnnlab.params import Tune
-from cnnlab.training import distribution
+from cnnlab.training import backend, distribution
 from cnnlab.training.fit import StopOnSignal, compile_model, seeded_model, trainer, training_inputs
 from cnnlab.training.search_space import trial_recipe
 from cnnlab.util.signals import stops_at_safe_points
@@ -41,6 +41,6 @@ class SearchHyperModel(kt.HyperModel):
         if isinstance(validation, tuple) and len(validation) == 2:  # the search's held-out arrays
             kwargs["validation_data"] = distribution.divisible(*validation, plan.replicas, seed)
         with stops_at_safe_points(), plan.scope():
-            return trainer(model, recipe, self.num_classes, self.seed).fit(
-                **training_inputs(x, y, recipe, seed), callbacks=callbacks, **kwargs
-            )
+            trained = trainer(model, recipe, self.num_classes, self.seed)
+            backend.build_training_state(trained, x, y)
+            return trained.fit(**training_inputs(x, y, recipe, seed), callbacks=callbacks, **kwargs)
