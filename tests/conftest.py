@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,14 @@ import pytest
 
 from helpers.mlflow_store import new_store
 from helpers.project import FASHION_DEBIAN, MIRROR, require
+
+# As many test workers as cores: one TensorFlow thread each, in the workers and the stages they start. Two
+# workers of two threads each on two cores spin in each other's way: two copies of tests/training/test_training.py
+# side by side took 52 s so, 47 s with one thread each. Set before any test imports TensorFlow; a variable you set
+# yourself wins.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) >= (os.cpu_count() or 1):
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ.setdefault(name, "1")
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import psutil
 import psycopg
 import pytest
 from mlflow.exceptions import MlflowException
@@ -147,6 +148,7 @@ def test_the_spawned_mlflow_server_gets_its_passwords_in_its_environment_not_its
     assert "--app-name basic-auth" in shown and "--allowed-hosts mlflow.example.org:5000" in shown
     assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == ADMIN_PASSWORD and env["MLFLOW_AUTH_ADMIN_USERNAME"] == "boss"
     assert env["MLFLOW_AUTH_CONFIG_PATH"] == str(logins.config) and len(env["MLFLOW_FLASK_SERVER_SECRET_KEY"]) == 64
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"  # MLflow's GenAI job runner is not started
     config = logins.config.read_text()
     assert "default_permission = READ" in config and ADMIN_PASSWORD not in config
     assert all(
@@ -172,6 +174,7 @@ def test_cnnlab_ui_keeps_the_store_s_password_off_its_command_line_and_output(
     out = capsys.readouterr().out
     assert "s3cr3t-db" not in " ".join(command) + out and not USERINFO.search(out)
     assert "mlflow:***@db.example.org" in out and env["MLFLOW_BACKEND_STORE_URI"] == store
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"  # as on the team server
 
 
 def test_cnnlab_retrain_prints_the_remote_url_without_its_password(
@@ -293,6 +296,31 @@ def test_a_rest_call_without_a_login_gets_401(team: dict) -> None:
     assert status_of(urllib.request.Request(search, headers=wrong)) == 401
     # --allowed-hosts: a name the server was not told about is refused (DNS rebinding)
     assert status_of(urllib.request.Request(search, headers={"Host": "attacker.example.org"})) == 403
+
+
+@pytest.mark.slow
+def test_the_team_server_starts_no_job_runner(team: dict) -> None:
+    """MLflow's job runner (GenAI scorers, prompt optimisation) would add seven Huey processes to every start."""
+    started = psutil.Process(team["process"].pid).children(recursive=True)
+    commands = [" ".join(child.cmdline()) for child in started]
+    assert any("mlflow" in command and "server" in command for command in commands), commands
+    assert not [command for command in commands if "huey" in command]
+
+
+def test_a_user_who_asks_for_mlflow_jobs_gets_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spawned: list[dict[str, str]] = []
+    real_popen = subprocess.Popen
+
+    def record(command: list[str], **kwargs) -> subprocess.Popen:
+        spawned.append(kwargs["env"])
+        return real_popen(["sleep", "30"], **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", record)
+    monkeypatch.setattr(server, "wait_until_up", lambda *args, **kwargs: None)
+    monkeypatch.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "true")
+    with mlflow_server("sqlite:////tmp/unused.db", tmp_path / "artifacts", "127.0.0.1", 5000, tmp_path / "log"):
+        pass
+    assert [env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] for env in spawned] == ["true"]
 
 
 @pytest.mark.slow

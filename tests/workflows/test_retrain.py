@@ -61,7 +61,9 @@ def team_server():
         with contextlib.ExitStack() as stack:
             backend = stack.enter_context(cluster(folder / "postgres", free_port()))
             log = folder / "server.log"
-            url = stack.enter_context(mlflow_server(backend, folder / "artifacts", "127.0.0.1", free_port(), log))
+            # One server process: one pipeline logs to it at a time
+            url = stack.enter_context(mlflow_server(backend, folder / "artifacts", "127.0.0.1", free_port(), log,
+                                                    workers=1))  # fmt: skip
             yield url, backend, folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)

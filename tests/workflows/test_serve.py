@@ -219,7 +219,9 @@ def test_predict_takes_the_champion_from_a_tracking_server(
     """The same command against `mlflow server` on loopback: the model and its card come over HTTP."""
     model, images, _ = trained
     store = f"sqlite:///{tmp_path / 'server.db'}"
-    with mlflow_server(store, tmp_path / "artifacts", "127.0.0.1", free_port(), tmp_path / "server.log") as url:
+    with mlflow_server(
+        store, tmp_path / "artifacts", "127.0.0.1", free_port(), tmp_path / "server.log", workers=1
+    ) as url:  # one client: the other three workers would only cost their start
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         mlflow.set_tracking_uri(url)
         uri = register_champion(model, images[:2])

@@ -154,7 +154,9 @@ def test_a_study_on_two_nodes_scores_as_one_training_at_a_time_and_survives_a_lo
     alone = run_study(params, tmp_path / "alone")  # one training at a time, in this process
     experiment = params.mlflow.experiment_name
     store = new_store(tmp_path / "server" / "mlflow.db")
-    with mlflow_server(store, tmp_path / "artifacts", "127.0.0.1", free_port(), tmp_path / "server.log") as url:
+    with mlflow_server(
+        store, tmp_path / "artifacts", "127.0.0.1", free_port(), tmp_path / "server.log", workers=1
+    ) as url:  # a few calls per training: one server process is enough
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         mlflow.set_tracking_uri(url)
         monkeypatch.setenv("RAY_ADDRESS", address)

@@ -109,7 +109,9 @@ def ui(args: argparse.Namespace) -> int:
     print("starting:", " ".join(command), f"(backend store {redact(store)})")
     # MLflow 3 opens on its GenAI view; this address goes straight to the training runs.
     print(f"open http://127.0.0.1:{args.port}/#/experiments/{experiment}/runs?workflowType=machine_learning")
-    return subprocess.call(command, env=os.environ | {"MLFLOW_BACKEND_STORE_URI": store})
+    from cnnlab.tracking.server import JOBS_OFF
+
+    return subprocess.call(command, env=JOBS_OFF | os.environ | {"MLFLOW_BACKEND_STORE_URI": store})
 
 
 def predict(args: argparse.Namespace) -> int:

@@ -33,6 +33,9 @@ from cnnlab.util.errors import UserError
 
 DATABASE = "mlflow"
 SUPERUSER = "postgres"
+# MLflow's job runner (seven Huey processes, about 16 s of CPU at each start) serves GenAI scorers and prompt
+# optimisation, which image classifiers never ask for; a user who wants it sets the variable to true.
+JOBS_OFF = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 class ServerError(UserError):
@@ -249,7 +252,7 @@ def mlflow_server(backend_uri: str, artifacts: Path, host: str, port: int, log: 
     check_backend_uri(backend_uri)
     url = f"http://{host}:{port}"
     artifacts.mkdir(parents=True, exist_ok=True)
-    env = os.environ | (server_env(logins) if logins else {})
+    env = JOBS_OFF | os.environ | (server_env(logins) if logins else {})
     command = server_command(backend_uri, artifacts, host, port, auth=logins is not None,
                              allowed_hosts=allowed_hosts, workers=workers)  # fmt: skip
     with open(log, "ab") as out:
